@@ -1,0 +1,190 @@
+//! Pure, deterministic apply of chat commands onto one group's state.
+//!
+//! `apply` reads and writes only through the [`StateWriter`] of the current apply call, and
+//! uses no clock, randomness or I/O of its own: the same commands on the same state give the
+//! same state and outcomes on every replica. Per-chat seqs are assigned here, 1, 2, 3, ...
+
+use raftchat_storage::chat_store::ChatHeader;
+use raftchat_storage::chat_store::Member;
+use raftchat_storage::chat_store::MessageRecord;
+use raftchat_storage::chat_store::Role;
+use raftchat_storage::chat_store::StateWriter;
+use raftchat_storage::StorageError;
+
+use crate::command::ChatCommand;
+use crate::command::ChatKind;
+use crate::command::CommandOutcome;
+use crate::command::Rejection;
+use crate::command::CHAT_NAME_MAX;
+use crate::command::CLIENT_MSG_ID_MAX;
+use crate::command::MEMBERS_MAX;
+
+/// A committed change that connected clients may want to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Message { chat: uuid::Uuid, message: MessageRecord },
+    Receipt { chat: uuid::Uuid, user: uuid::Uuid, delivered: u64, read: u64 },
+    Members { chat: uuid::Uuid },
+}
+
+fn reject(r: Rejection) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
+    Ok((CommandOutcome::Rejected(r), None))
+}
+
+pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
+    match cmd {
+        ChatCommand::CreateChat { chat, kind, name, creator, members, ts_ms } => {
+            if w.chat(chat)?.is_some() {
+                return Ok((CommandOutcome::Created { chat: *chat, existed: true }, None));
+            }
+            let mut all: Vec<_> = members.clone();
+            all.push(*creator);
+            all.sort_unstable();
+            all.dedup();
+            if name.len() > CHAT_NAME_MAX || all.len() > MEMBERS_MAX {
+                return reject(Rejection::Invalid("chat name or member list too large".into()));
+            }
+            if *kind == ChatKind::Direct && all.len() != 2 {
+                return reject(Rejection::DirectChatFixed);
+            }
+            for u in &all {
+                let role = if u == creator && *kind == ChatKind::Group { Role::Admin } else { Role::Member };
+                w.put_member(*chat, *u, Some(Member { role, delivered: 0, read: 0, joined_at_ms: *ts_ms }));
+            }
+            let header = ChatHeader {
+                kind: *kind,
+                name: name.clone(),
+                next_seq: 1,
+                created_at_ms: *ts_ms,
+                created_by: *creator,
+                member_count: all.len() as u32,
+            };
+            w.put_chat(*chat, header);
+            Ok((CommandOutcome::Created { chat: *chat, existed: false }, Some(Applied::Members { chat: *chat })))
+        }
+        ChatCommand::AddMember { chat, by, user, ts_ms } => {
+            let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            if h.kind == ChatKind::Direct {
+                return reject(Rejection::DirectChatFixed);
+            }
+            match w.member(chat, by)? {
+                Some(m) if m.role == Role::Admin => {}
+                Some(_) => return reject(Rejection::NotAdmin),
+                None => return reject(Rejection::NotMember),
+            }
+            if w.member(chat, user)?.is_none() {
+                if h.member_count as usize >= MEMBERS_MAX {
+                    return reject(Rejection::Invalid("group is full".into()));
+                }
+                // A new member starts with everything before joining counted as read.
+                let seen = h.next_seq - 1;
+                w.put_member(
+                    *chat,
+                    *user,
+                    Some(Member { role: Role::Member, delivered: seen, read: seen, joined_at_ms: *ts_ms }),
+                );
+                h.member_count += 1;
+                w.put_chat(*chat, h.clone());
+            }
+            Ok((
+                CommandOutcome::MembersChanged { chat: *chat, member_count: h.member_count },
+                Some(Applied::Members { chat: *chat }),
+            ))
+        }
+        ChatCommand::RemoveMember { chat, by, user, .. } => {
+            let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            if h.kind == ChatKind::Direct {
+                return reject(Rejection::DirectChatFixed);
+            }
+            let by_role = match w.member(chat, by)? {
+                Some(m) => m.role,
+                None => return reject(Rejection::NotMember),
+            };
+            if by != user && by_role != Role::Admin {
+                return reject(Rejection::NotAdmin);
+            }
+            if w.member(chat, user)?.is_some() {
+                w.put_member(*chat, *user, None);
+                h.member_count = h.member_count.saturating_sub(1);
+                w.put_chat(*chat, h.clone());
+            }
+            Ok((
+                CommandOutcome::MembersChanged { chat: *chat, member_count: h.member_count },
+                Some(Applied::Members { chat: *chat }),
+            ))
+        }
+        ChatCommand::Append { chat, sender, client_msg_id, message_id, ts_ms, kind, body } => {
+            if client_msg_id.len() > CLIENT_MSG_ID_MAX {
+                return reject(Rejection::Invalid("clientMsgId too long".into()));
+            }
+            let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            if w.member(chat, sender)?.is_none() {
+                return reject(Rejection::NotMember);
+            }
+            if !client_msg_id.is_empty() {
+                if let Some(seq) = w.dedup(chat, sender, client_msg_id)? {
+                    // The original message decides id and timestamp of the answer.
+                    let (message_id, ts_ms) = original(w, chat, seq, *message_id, *ts_ms)?;
+                    return Ok((
+                        CommandOutcome::Appended { chat: *chat, seq, message_id, ts_ms, duplicate: true },
+                        None,
+                    ));
+                }
+            }
+            let seq = h.next_seq;
+            h.next_seq += 1;
+            let message = MessageRecord {
+                seq,
+                message_id: *message_id,
+                sender: *sender,
+                client_msg_id: client_msg_id.clone(),
+                ts_ms: *ts_ms,
+                kind: kind.clone(),
+                body: body.clone(),
+            };
+            w.put_message(chat, &message)?;
+            w.put_chat(*chat, h);
+            let outcome =
+                CommandOutcome::Appended { chat: *chat, seq, message_id: *message_id, ts_ms: *ts_ms, duplicate: false };
+            Ok((outcome, Some(Applied::Message { chat: *chat, message })))
+        }
+        ChatCommand::Receipt { chat, user, delivered, read } => {
+            let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            let Some(mut m) = w.member(chat, user)? else { return reject(Rejection::NotMember) };
+            let last = h.next_seq - 1;
+            // Watermarks only rise, never past the last message, and read implies delivered.
+            let read = (*read).min(last).max(m.read);
+            let delivered = (*delivered).min(last).max(m.delivered).max(read);
+            let changed = read != m.read || delivered != m.delivered;
+            m.read = read;
+            m.delivered = delivered;
+            w.put_member(*chat, *user, Some(m));
+            let outcome = CommandOutcome::Receipt { chat: *chat, user: *user, delivered, read };
+            let event = changed.then_some(Applied::Receipt { chat: *chat, user: *user, delivered, read });
+            Ok((outcome, event))
+        }
+        ChatCommand::Put { key, value, only_if_absent } => {
+            if *only_if_absent && w.kv_get(key)?.is_some() {
+                return reject(Rejection::KeyExists);
+            }
+            w.kv_put(key, value.clone());
+            Ok((CommandOutcome::Put, None))
+        }
+    }
+}
+
+fn original(
+    w: &mut StateWriter,
+    chat: &uuid::Uuid,
+    seq: u64,
+    fallback_id: uuid::Uuid,
+    fallback_ts: u64,
+) -> Result<(uuid::Uuid, u64), StorageError> {
+    Ok(match w.message(chat, seq)? {
+        Some(m) => (m.message_id, m.ts_ms),
+        None => (fallback_id, fallback_ts),
+    })
+}
+
+#[cfg(test)]
+mod tests;

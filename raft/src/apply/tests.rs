@@ -1,0 +1,125 @@
+use raftchat_storage::chat_store::AppliedState;
+use raftchat_storage::chat_store::GroupState;
+use raftchat_storage::chat_store::StateDb;
+use uuid::Uuid;
+
+use super::*;
+
+fn group() -> (tempfile::TempDir, GroupState) {
+    let d = tempfile::tempdir().unwrap();
+    let db = StateDb::open(d.path(), 1 << 20).unwrap();
+    let g = db.open_group(1).unwrap();
+    (d, g)
+}
+
+fn run(g: &GroupState, cmds: &[ChatCommand]) -> Vec<CommandOutcome> {
+    let mut w = g.writer();
+    let out = cmds.iter().map(|c| apply(&mut w, c).unwrap().0).collect();
+    w.commit(&AppliedState::default()).unwrap();
+    out
+}
+
+fn append(chat: Uuid, sender: Uuid, cmid: &str) -> ChatCommand {
+    ChatCommand::Append {
+        chat,
+        sender,
+        client_msg_id: cmid.into(),
+        message_id: Uuid::new_v4(),
+        ts_ms: 1000,
+        kind: "text".into(),
+        body: format!("body {cmid}"),
+    }
+}
+
+fn create(chat: Uuid, kind: ChatKind, creator: Uuid, members: Vec<Uuid>) -> ChatCommand {
+    ChatCommand::CreateChat { chat, kind, name: "n".into(), creator, members, ts_ms: 1 }
+}
+
+#[test]
+fn seqs_are_gapless_and_dedup_returns_the_original() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let out = run(
+        &g,
+        &[create(chat, ChatKind::Direct, a, vec![b]), append(chat, a, "1"), append(chat, b, "1"), append(chat, a, "1")],
+    );
+    let seqs: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            CommandOutcome::Appended { seq, duplicate, .. } => Some((*seq, *duplicate)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![(1, false), (2, false), (1, true)]);
+    // A retry in a later apply call, with a fresh message id, still returns the original id.
+    let first_id = match &out[1] {
+        CommandOutcome::Appended { message_id, .. } => *message_id,
+        _ => unreachable!(),
+    };
+    match &run(&g, &[append(chat, a, "1")])[0] {
+        CommandOutcome::Appended { seq: 1, duplicate: true, message_id, .. } => assert_eq!(*message_id, first_id),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(g.messages(&chat, 1, 100, 100, false).unwrap().len(), 2);
+}
+
+#[test]
+fn membership_rules() {
+    let (_d, g) = group();
+    let (chat, admin, m, outsider) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let out = run(
+        &g,
+        &[
+            create(chat, ChatKind::Group, admin, vec![m]),
+            append(chat, outsider, "x"),
+            ChatCommand::AddMember { chat, by: m, user: outsider, ts_ms: 2 },
+            ChatCommand::AddMember { chat, by: admin, user: outsider, ts_ms: 2 },
+            append(chat, outsider, "y"),
+            ChatCommand::RemoveMember { chat, by: outsider, user: m, ts_ms: 3 },
+            ChatCommand::RemoveMember { chat, by: outsider, user: outsider, ts_ms: 3 },
+            append(chat, outsider, "z"),
+            append(Uuid::new_v4(), admin, "w"),
+        ],
+    );
+    assert_eq!(out[1], CommandOutcome::Rejected(Rejection::NotMember));
+    assert_eq!(out[2], CommandOutcome::Rejected(Rejection::NotAdmin));
+    assert!(matches!(out[3], CommandOutcome::MembersChanged { member_count: 3, .. }));
+    assert!(matches!(out[4], CommandOutcome::Appended { seq: 1, .. }));
+    assert_eq!(out[5], CommandOutcome::Rejected(Rejection::NotAdmin));
+    assert!(matches!(out[6], CommandOutcome::MembersChanged { member_count: 2, .. }));
+    assert_eq!(out[7], CommandOutcome::Rejected(Rejection::NotMember));
+    assert_eq!(out[8], CommandOutcome::Rejected(Rejection::NoSuchChat));
+}
+
+#[test]
+fn receipts_only_rise_and_stay_below_the_head() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    run(&g, &[create(chat, ChatKind::Direct, a, vec![b]), append(chat, a, "1"), append(chat, a, "2")]);
+    let out = run(
+        &g,
+        &[
+            ChatCommand::Receipt { chat, user: b, delivered: 9, read: 1 },
+            ChatCommand::Receipt { chat, user: b, delivered: 1, read: 0 },
+        ],
+    );
+    assert_eq!(out[0], CommandOutcome::Receipt { chat, user: b, delivered: 2, read: 1 });
+    assert_eq!(out[1], CommandOutcome::Receipt { chat, user: b, delivered: 2, read: 1 });
+}
+
+#[test]
+fn same_commands_same_state() {
+    let cmds = {
+        let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut v = vec![create(chat, ChatKind::Group, a, vec![b])];
+        for i in 0..50 {
+            v.push(append(chat, if i % 2 == 0 { a } else { b }, &format!("{}", i % 7)));
+        }
+        v
+    };
+    let (_d1, g1) = group();
+    let (_d2, g2) = group();
+    assert_eq!(run(&g1, &cmds), run(&g2, &cmds));
+    let dump = |g: &GroupState| g.tree().iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
+    assert_eq!(dump(&g1), dump(&g2));
+}

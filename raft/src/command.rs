@@ -1,0 +1,83 @@
+//! Chat commands: what clients ask the replicated state to do, and what came of it.
+//!
+//! Every field that apply needs and that is not in the state rides in the command: the
+//! timestamp, the message id and the client's message id. Apply never reads a clock or draws a
+//! random number, so every replica computes the same state.
+
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use raftchat_storage::chat_store::ChatId;
+pub use raftchat_storage::chat_store::ChatKind;
+pub use raftchat_storage::chat_store::UserId;
+
+/// Limits enforced in apply as well as at the edge, so that no replica stores oversize data.
+pub const CLIENT_MSG_ID_MAX: usize = 128;
+pub const CHAT_NAME_MAX: usize = 256;
+pub const MEMBERS_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatCommand {
+    /// Creates a chat; creating an existing chat with the same id is a no-op that reports it.
+    CreateChat { chat: ChatId, kind: ChatKind, name: String, creator: UserId, members: Vec<UserId>, ts_ms: u64 },
+    /// `by` adds `user` (group chats: `by` must be an admin).
+    AddMember { chat: ChatId, by: UserId, user: UserId, ts_ms: u64 },
+    /// `by` removes `user` (an admin, or `user` themself leaving).
+    RemoveMember { chat: ChatId, by: UserId, user: UserId, ts_ms: u64 },
+    /// Appends a message; deduplicated on (chat, sender, client_msg_id).
+    Append {
+        chat: ChatId,
+        sender: UserId,
+        client_msg_id: String,
+        message_id: Uuid,
+        ts_ms: u64,
+        kind: String,
+        body: String,
+    },
+    /// Raises a member's delivered and read watermarks (never lowers them).
+    Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
+    /// Sets or clears a replicated key (accounts and other small records).
+    Put { key: Vec<u8>, value: Option<Vec<u8>>, only_if_absent: bool },
+}
+
+impl ChatCommand {
+    /// The chat whose group orders this command, if any.
+    pub fn chat(&self) -> Option<ChatId> {
+        match self {
+            ChatCommand::CreateChat { chat, .. }
+            | ChatCommand::AddMember { chat, .. }
+            | ChatCommand::RemoveMember { chat, .. }
+            | ChatCommand::Append { chat, .. }
+            | ChatCommand::Receipt { chat, .. } => Some(*chat),
+            ChatCommand::Put { .. } => None,
+        }
+    }
+}
+
+/// Why a command was refused. Refusals are deterministic: every replica refuses alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("no such chat")]
+    NoSuchChat,
+    #[error("not a member of this chat")]
+    NotMember,
+    #[error("only a chat admin may do this")]
+    NotAdmin,
+    #[error("a direct chat has exactly two members")]
+    DirectChatFixed,
+    #[error("the key already exists")]
+    KeyExists,
+    #[error("invalid command: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutcome {
+    Created { chat: ChatId, existed: bool },
+    Appended { chat: ChatId, seq: u64, message_id: Uuid, ts_ms: u64, duplicate: bool },
+    MembersChanged { chat: ChatId, member_count: u32 },
+    Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
+    Put,
+    Rejected(Rejection),
+}

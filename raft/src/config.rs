@@ -1,0 +1,104 @@
+//! The replicated core's settings. The server crate fills them from flags, env and file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::types::NodeId;
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    /// Address the node-to-node listener binds.
+    pub raft_listen: String,
+    /// Address peers use to reach this node (defaults to the bound listen address).
+    pub raft_advertise: Option<String>,
+    /// Client-facing address, told to peers for redirects and status.
+    pub api_advertise: String,
+    /// The nodes of a fresh cluster (id -> raft address), this node included.
+    pub initial_peers: BTreeMap<NodeId, String>,
+    /// Data groups of a fresh cluster; ignored once the cluster exists.
+    pub data_groups: u32,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Entries between snapshots of a group.
+    pub snapshot_every_logs: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging follower needs no snapshot.
+    pub logs_kept_after_snapshot: u64,
+    /// Commands in one Raft entry at most.
+    pub batch_max: usize,
+    /// Raft entries of one group in flight at once.
+    pub batches_in_flight_max: usize,
+    /// Proposals waiting per group before new ones are refused as overloaded.
+    pub proposal_queue_len: usize,
+    /// How long a routed write may take, retries included.
+    pub write_timeout: Duration,
+    pub wal_segment_bytes: u64,
+    pub state_cache_bytes: u64,
+}
+
+impl CoreConfig {
+    pub fn new(node_id: NodeId, cluster_id: &str, data_dir: PathBuf) -> Self {
+        CoreConfig {
+            node_id,
+            cluster_id: cluster_id.to_string(),
+            data_dir,
+            raft_listen: "127.0.0.1:0".into(),
+            raft_advertise: None,
+            api_advertise: String::new(),
+            initial_peers: BTreeMap::new(),
+            data_groups: 64,
+            heartbeat_ms: 300,
+            election_min_ms: 1500,
+            election_max_ms: 3000,
+            snapshot_every_logs: 10_000,
+            logs_kept_after_snapshot: 2_000,
+            batch_max: 1024,
+            batches_in_flight_max: 4,
+            proposal_queue_len: 16_384,
+            write_timeout: Duration::from_secs(10),
+            wal_segment_bytes: raftchat_storage::wal::SEGMENT_BYTES_DEFAULT,
+            state_cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
+            return Err("cluster id must be 1 to 128 characters".into());
+        }
+        if self.data_groups == 0 || self.data_groups > 4096 {
+            return Err(format!("data groups must be 1..=4096, got {}", self.data_groups));
+        }
+        if !self.initial_peers.is_empty() && !self.initial_peers.contains_key(&self.node_id) {
+            return Err(format!(
+                "initial peers {:?} do not include this node ({})",
+                self.initial_peers.keys(),
+                self.node_id
+            ));
+        }
+        if self.election_min_ms <= self.heartbeat_ms || self.election_max_ms <= self.election_min_ms {
+            return Err("need heartbeat < election min < election max".into());
+        }
+        Ok(())
+    }
+
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        let c = openraft::Config {
+            cluster_name: self.cluster_id.clone(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            install_snapshot_timeout: 5_000,
+            snapshot_max_chunk_size: 512 * 1024,
+            max_payload_entries: 64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_logs),
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        };
+        c.validate().map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,35 @@
+//! # raftchat-raft
+//!
+//! The replicated core of raftchat: many Raft groups per node (openraft 0.9), the chat state they
+//! replicate, and the node-to-node transport. It never touches client sockets; the `server`
+//! crate drives it.
+//!
+//! - [`types`]: openraft's type configuration; the entry payload [`types::Request`].
+//! - [`command`]: chat commands and their outcomes (what clients ask for).
+//! - [`apply`]: pure, deterministic apply of chat commands; per-chat seqs, dedup, receipts.
+//! - [`meta`]: the metadata group: nodes, placement of data groups, chat -> group hash.
+//! - [`state_machine`]: openraft's state machine over `raftchat_storage`; snapshot files.
+//! - [`transport`]: one multiplexed TCP connection per node pair, handshake, priority lanes.
+//! - [`network`]: openraft's `RaftNetwork` for one (group, peer) over the transport.
+//! - [`node`]: a node hosting the meta group and its data groups; bootstrap; inbound RPCs.
+//! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
+//! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
+//!
+//! Data flows one way: `router` -> `batcher` -> openraft -> `storage` (log) -> `network` ->
+//! quorum commit -> `state_machine` -> `apply` -> `storage` (state) -> events to listeners.
+
+pub mod apply;
+pub mod batcher;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod meta;
+pub mod network;
+pub mod node;
+pub mod router;
+pub mod rpc;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+
+pub use error::RaftError;

@@ -1,0 +1,409 @@
+//! A raftchat node: the meta group, the data groups placed on it, and the inbound RPC handler.
+//!
+//! Start-up: check the data directory's identity, open the log and the state, listen for peers,
+//! start the meta group, then follow the cluster layout: every data group placed on this node is
+//! started, and the first replica of a never-initialized group initializes it.
+//!
+//! Bootstrap of a fresh cluster happens exactly once: the node with the lowest id among the
+//! initial peers initializes the meta group, and only when it and every initial peer report
+//! (in their handshake) that they hold no Raft state at all. Restarts with the same flags find
+//! state and do nothing.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::Weak;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use raftchat_storage::chat_store::GroupState;
+use raftchat_storage::chat_store::StateDb;
+use raftchat_storage::identity::Identity;
+use raftchat_storage::log_store::GroupLog;
+use raftchat_storage::wal::LogEngine;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio::sync::watch;
+
+use crate::batcher::Batcher;
+use crate::config::CoreConfig;
+use crate::error::RaftError;
+use crate::meta::ClusterLayout;
+use crate::meta::MetaCommand;
+use crate::meta::NodeInfo;
+use crate::network::NetworkFactory;
+use crate::rpc::AppError;
+use crate::rpc::RpcRequest;
+use crate::rpc::RpcResponse;
+use crate::state_machine::GroupEvent;
+use crate::state_machine::GroupStateMachine;
+use crate::state_machine::Listeners;
+use crate::transport::listener;
+use crate::transport::Inbound;
+use crate::transport::LocalIdentity;
+use crate::transport::PeerPool;
+use crate::types::GroupId;
+use crate::types::NodeId;
+use crate::types::Raft;
+use crate::types::Request;
+use crate::types::META_GROUP;
+
+/// Chat events buffered for slow listeners before they lag (and resync).
+const EVENTS_BUFFER: usize = 65_536;
+
+/// One group hosted on this node.
+pub struct GroupHandle {
+    pub id: GroupId,
+    pub raft: Raft,
+    pub state: GroupState,
+    pub batcher: Batcher,
+}
+
+impl GroupHandle {
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+}
+
+pub struct NodeInner {
+    pub config: CoreConfig,
+    pub raft_addr: String,
+    raft_config: Arc<openraft::Config>,
+    engine: LogEngine,
+    db: StateDb,
+    pub(crate) pool: Arc<PeerPool>,
+    groups: RwLock<HashMap<GroupId, Arc<GroupHandle>>>,
+    layout_tx: watch::Sender<Option<ClusterLayout>>,
+    events: broadcast::Sender<GroupEvent>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+struct InboundHandler(Weak<NodeInner>);
+
+impl Inbound for InboundHandler {
+    fn handle(
+        &self,
+        from: NodeId,
+        group: GroupId,
+        req: RpcRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RpcResponse> + Send>> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            match node {
+                Some(inner) => Node { inner }.handle_rpc(from, group, req).await,
+                None => RpcResponse::GroupNotHosted,
+            }
+        })
+    }
+}
+
+impl Node {
+    pub async fn start(config: CoreConfig, shutdown: watch::Receiver<bool>) -> Result<Node, RaftError> {
+        config.validate().map_err(RaftError::Config)?;
+        let raft_config = Arc::new(config.raft_config().map_err(RaftError::Config)?);
+        let identity = Identity { cluster_id: config.cluster_id.clone(), node_id: config.node_id };
+        Identity::check_or_create(&config.data_dir, &identity)?;
+        let engine = LogEngine::open(&config.data_dir.join("wal"), config.wal_segment_bytes)?;
+        let db = StateDb::open(&config.data_dir.join("state"), config.state_cache_bytes)?;
+        let listener = TcpListener::bind(&config.raft_listen)
+            .await
+            .map_err(|e| RaftError::Listen { addr: config.raft_listen.clone(), source: e })?;
+        let bound =
+            listener.local_addr().map_err(|e| RaftError::Listen { addr: config.raft_listen.clone(), source: e })?;
+        let raft_addr = config.raft_advertise.clone().unwrap_or_else(|| bound.to_string());
+        let pristine = GroupLog::<crate::types::TypeConfig>::new(engine.clone(), META_GROUP).is_pristine();
+        let me = LocalIdentity {
+            cluster_id: config.cluster_id.clone(),
+            node_id: config.node_id,
+            api_addr: config.api_advertise.clone(),
+            raft_addr: raft_addr.clone(),
+        };
+        let (layout_tx, _) = watch::channel(None);
+        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| NodeInner {
+            pool: PeerPool::new(me, Arc::new(InboundHandler(weak.clone())), pristine, shutdown.clone()),
+            config,
+            raft_addr,
+            raft_config,
+            engine,
+            db,
+            groups: RwLock::new(HashMap::new()),
+            layout_tx,
+            events,
+            shutdown: shutdown.clone(),
+        });
+        let node = Node { inner };
+        tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
+        tokio::spawn(listener::serve(listener, node.inner.pool.clone(), shutdown));
+        node.start_group(META_GROUP).await?;
+        for (id, addr) in &node.inner.config.initial_peers {
+            node.inner.pool.learn(*id, addr);
+        }
+        if pristine && node.is_bootstrapper() {
+            let n = node.clone();
+            tokio::spawn(async move { n.bootstrap().await });
+        }
+        let n = node.clone();
+        tokio::spawn(async move { n.follow_layout().await });
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    pub fn raft_addr(&self) -> &str {
+        &self.inner.raft_addr
+    }
+
+    pub fn layout(&self) -> Option<ClusterLayout> {
+        self.inner.layout_tx.borrow().clone()
+    }
+
+    pub fn layout_watch(&self) -> watch::Receiver<Option<ClusterLayout>> {
+        self.inner.layout_tx.subscribe()
+    }
+
+    /// Committed chat events of the groups hosted here.
+    pub fn events(&self) -> broadcast::Receiver<GroupEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub fn group(&self, g: GroupId) -> Option<Arc<GroupHandle>> {
+        self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).get(&g).cloned()
+    }
+
+    pub fn groups(&self) -> Vec<Arc<GroupHandle>> {
+        let mut v: Vec<_> = self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by_key(|g| g.id);
+        v
+    }
+
+    pub fn pool(&self) -> &Arc<PeerPool> {
+        &self.inner.pool
+    }
+
+    pub fn wal_stats(&self) -> &raftchat_storage::wal::FlushStats {
+        self.inner.engine.stats()
+    }
+
+    fn is_bootstrapper(&self) -> bool {
+        let peers = &self.inner.config.initial_peers;
+        peers.is_empty() || peers.keys().next() == Some(&self.id())
+    }
+
+    async fn start_group(&self, g: GroupId) -> Result<Arc<GroupHandle>, RaftError> {
+        if let Some(h) = self.group(g) {
+            return Ok(h);
+        }
+        let inner = &self.inner;
+        let listeners = if g == META_GROUP {
+            Listeners { events: None, layout: Some(inner.layout_tx.clone()) }
+        } else {
+            Listeners { events: Some(inner.events.clone()), layout: None }
+        };
+        let log = GroupLog::new(inner.engine.clone(), g);
+        let sm = GroupStateMachine::open(g, &inner.db, &inner.config.data_dir.join("snapshots"), listeners)?;
+        let state = sm.state();
+        let net = NetworkFactory { pool: inner.pool.clone(), group: g };
+        let raft = Raft::new(self.id(), inner.raft_config.clone(), net, log, sm)
+            .await
+            .map_err(|e| RaftError::Group { group: g, reason: e.to_string() })?;
+        let c = &inner.config;
+        let batcher = Batcher::spawn(
+            raft.clone(),
+            g,
+            c.proposal_queue_len,
+            c.batch_max,
+            c.batches_in_flight_max,
+            inner.shutdown.clone(),
+        );
+        let handle = Arc::new(GroupHandle { id: g, raft, state, batcher });
+        inner.groups.write().unwrap_or_else(|e| e.into_inner()).insert(g, handle.clone());
+        tracing::debug!(group = g, "group started");
+        Ok(handle)
+    }
+
+    /// Waits for every initial peer, then initializes the cluster if all are pristine.
+    async fn bootstrap(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        let peers = self.inner.config.initial_peers.clone();
+        let infos = loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let mut infos = BTreeMap::new();
+            for id in peers.keys().filter(|id| **id != self.id()) {
+                if let Some(info) = self.inner.pool.info(*id) {
+                    infos.insert(*id, info);
+                }
+            }
+            if infos.values().any(|i| !i.pristine) {
+                tracing::info!("a peer already holds Raft state; not bootstrapping");
+                return;
+            }
+            if infos.len() + 1 >= peers.len() {
+                break infos;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        };
+        let mut nodes = BTreeMap::new();
+        let mut members = BTreeMap::new();
+        nodes.insert(
+            self.id(),
+            NodeInfo { raft_addr: self.inner.raft_addr.clone(), api_addr: self.inner.config.api_advertise.clone() },
+        );
+        for (id, info) in infos {
+            let raft_addr = peers.get(&id).cloned().unwrap_or_default();
+            nodes.insert(id, NodeInfo { raft_addr, api_addr: info.api_addr });
+        }
+        for (id, info) in &nodes {
+            members.insert(*id, BasicNode { addr: info.raft_addr.clone() });
+        }
+        let Some(meta) = self.group(META_GROUP) else { return };
+        if let Err(e) = meta.raft.initialize(members).await {
+            tracing::warn!(cause = %e, "meta group initialize refused");
+            return;
+        }
+        self.inner.pool.set_pristine(false);
+        let layout = ClusterLayout::initial(&self.inner.config.cluster_id, nodes, self.inner.config.data_groups);
+        tracing::info!(nodes = layout.nodes.len(), groups = layout.data_groups, "bootstrapping a new cluster");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::time::Instant::now() < deadline && !*shutdown.borrow() {
+            match self.meta_write(MetaCommand::Bootstrap(layout.clone())).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!(cause = %e, "bootstrap write not yet accepted"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::error!("could not write the initial cluster layout");
+    }
+
+    /// Proposes a meta command on the meta group's leader.
+    pub async fn meta_write(&self, cmd: MetaCommand) -> Result<(), AppError> {
+        let meta = self.group(META_GROUP).ok_or(AppError::GroupNotHosted)?;
+        let leader = meta.leader().ok_or(AppError::NotLeader { leader: None })?;
+        if leader == self.id() {
+            return meta
+                .raft
+                .client_write(Request::Meta(cmd))
+                .await
+                .map(|_| ())
+                .map_err(|e| AppError::Unknown(e.to_string()));
+        }
+        match self.inner.pool.call(leader, META_GROUP, RpcRequest::MetaWrite(cmd), Duration::from_secs(5)).await {
+            Ok(RpcResponse::MetaWrite(r)) => r,
+            Ok(_) => Err(AppError::Unknown("unexpected response".into())),
+            Err(e) => Err(AppError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Starts every data group the layout places here; initializes new ones once.
+    async fn follow_layout(&self) {
+        let mut rx = self.inner.layout_tx.subscribe();
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            let layout = rx.borrow_and_update().clone();
+            if let Some(l) = layout {
+                self.reconcile(&l).await;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn reconcile(&self, l: &ClusterLayout) {
+        for (id, info) in &l.nodes {
+            self.inner.pool.learn(*id, &info.raft_addr);
+        }
+        for g in l.groups_of(self.id()) {
+            if self.group(g).is_some() {
+                continue;
+            }
+            let pristine = GroupLog::<crate::types::TypeConfig>::new(self.inner.engine.clone(), g).is_pristine();
+            let handle = match self.start_group(g).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(group = g, cause = %e, "cannot start group");
+                    continue;
+                }
+            };
+            let replicas = l.replicas(g);
+            if pristine && replicas.first() == Some(&self.id()) {
+                let members: BTreeMap<NodeId, BasicNode> = replicas
+                    .iter()
+                    .filter_map(|n| l.nodes.get(n).map(|i| (*n, BasicNode { addr: i.raft_addr.clone() })))
+                    .collect();
+                if let Err(e) = handle.raft.initialize(members).await {
+                    tracing::warn!(group = g, cause = %e, "group initialize refused");
+                }
+            }
+        }
+    }
+
+    async fn handle_rpc(&self, _from: NodeId, group: GroupId, req: RpcRequest) -> RpcResponse {
+        let Some(g) = self.group(group) else { return RpcResponse::GroupNotHosted };
+        match req {
+            RpcRequest::Append(r) => RpcResponse::Append(g.raft.append_entries(r).await),
+            RpcRequest::Vote(r) => RpcResponse::Vote(g.raft.vote(r).await),
+            RpcRequest::Snapshot(r) => RpcResponse::Snapshot(g.raft.install_snapshot(r).await),
+            RpcRequest::Write(cmd) => RpcResponse::Write(self.propose_local(&g, cmd).await),
+            RpcRequest::MetaWrite(cmd) => RpcResponse::MetaWrite(self.meta_write_local(&g, cmd).await),
+            RpcRequest::Read { query, linearizable } => {
+                RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
+            }
+        }
+    }
+
+    async fn meta_write_local(&self, g: &GroupHandle, cmd: MetaCommand) -> Result<(), AppError> {
+        if g.id != META_GROUP {
+            return Err(AppError::GroupNotHosted);
+        }
+        match g.raft.client_write(Request::Meta(cmd)).await {
+            Ok(_) => Ok(()),
+            Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
+                Err(AppError::NotLeader { leader: f.leader_id })
+            }
+            Err(e) => Err(AppError::Unknown(e.to_string())),
+        }
+    }
+
+    /// Proposes on this node's replica, which must be the leader.
+    pub(crate) async fn propose_local(
+        &self,
+        g: &GroupHandle,
+        cmd: crate::command::ChatCommand,
+    ) -> Result<crate::command::CommandOutcome, AppError> {
+        match g.leader() {
+            Some(l) if l == self.id() => g.batcher.propose(cmd).await,
+            other => Err(AppError::NotLeader { leader: other }),
+        }
+    }
+
+    /// Stops every group and flushes state. Call once, after the shutdown signal.
+    pub async fn shutdown(&self) {
+        let groups = self.groups();
+        for g in groups {
+            if let Err(e) = g.raft.shutdown().await {
+                tracing::warn!(group = g.id, cause = %e, "group did not shut down cleanly");
+            }
+        }
+        if let Err(e) = self.inner.db.sync() {
+            tracing::warn!(cause = %e, "state flush on shutdown failed");
+        }
+        self.inner.engine.close();
+        tracing::info!(node = self.id(), "node stopped");
+    }
+}

@@ -1,0 +1,273 @@
+//! Routing: any node sends a group's writes and reads to that group's leader.
+//!
+//! The leader comes from the local replica's metrics when this node hosts the group, else from a
+//! cache fed by `NotLeader` hints and successful answers, else from the group's replicas in turn.
+//! Writes are retried across leader changes until the deadline; commands are idempotent (apply
+//! deduplicates on the client message id), so a retry never makes a second message. A write
+//! whose fate is unknown is reported as [`AppError::Unknown`], never as failed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::command::ChatCommand;
+use crate::command::CommandOutcome;
+use crate::node::GroupHandle;
+use crate::node::Node;
+use crate::rpc::AppError;
+use crate::rpc::ReadQuery;
+use crate::rpc::ReadResult;
+use crate::rpc::RpcRequest;
+use crate::rpc::RpcResponse;
+use crate::transport::CallError;
+use crate::types::GroupId;
+use crate::types::NodeId;
+
+/// Deadline of one forwarded call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Router {
+    node: Node,
+    leaders: Mutex<HashMap<GroupId, NodeId>>,
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Confirmed by the leader with a quorum round (`ensure_linearizable`).
+    Linearizable,
+    /// Whatever a replica has applied; this node's own replica when it has one.
+    Local,
+}
+
+impl Router {
+    pub fn new(node: Node) -> Self {
+        Router { node, leaders: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    fn cached(&self, g: GroupId) -> Option<NodeId> {
+        self.leaders.lock().unwrap_or_else(|e| e.into_inner()).get(&g).copied()
+    }
+
+    fn remember(&self, g: GroupId, leader: Option<NodeId>) {
+        let mut m = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        match leader {
+            Some(l) => m.insert(g, l),
+            None => m.remove(&g),
+        };
+    }
+
+    /// Where to send the next attempt for `g`.
+    fn target(&self, g: GroupId, attempt: usize) -> Option<NodeId> {
+        if let Some(l) = self.node.group(g).and_then(|h| h.leader()) {
+            return Some(l);
+        }
+        if let Some(l) = self.cached(g) {
+            return Some(l);
+        }
+        let layout = self.node.layout()?;
+        let replicas = layout.replicas(g);
+        if replicas.is_empty() {
+            return None;
+        }
+        Some(replicas[attempt % replicas.len()])
+    }
+
+    /// Commits `cmd` in group `g` and returns its outcome.
+    pub async fn write(&self, g: GroupId, cmd: ChatCommand) -> Result<CommandOutcome, AppError> {
+        let deadline = tokio::time::Instant::now() + self.node.inner.config.write_timeout;
+        let mut maybe_applied = false;
+        let mut last_err = AppError::Unavailable("no leader found".into());
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
+            let Some(target) = self.target(g, attempt) else {
+                backoff().await;
+                continue;
+            };
+            let res = if target == self.node.id() {
+                match self.node.group(g) {
+                    Some(h) => self.node.propose_local(&h, cmd.clone()).await,
+                    None => Err(AppError::GroupNotHosted),
+                }
+            } else {
+                self.call(target, g, RpcRequest::Write(cmd.clone())).await.and_then(|r| match r {
+                    RpcResponse::Write(w) => w,
+                    RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
+                    _ => Err(AppError::Unknown("unexpected response".into())),
+                })
+            };
+            match res {
+                Ok(out) => {
+                    self.remember(g, Some(target));
+                    return Ok(out);
+                }
+                Err(e) => {
+                    if !self.retryable(g, target, &e, &mut maybe_applied).await {
+                        return Err(e);
+                    }
+                    last_err = e;
+                }
+            }
+        }
+        if maybe_applied {
+            Err(AppError::Unknown(format!("deadline passed; last error: {last_err}")))
+        } else {
+            Err(AppError::Unavailable(format!("deadline passed; last error: {last_err}")))
+        }
+    }
+
+    /// Reads from group `g` at the given consistency.
+    pub async fn read(&self, g: GroupId, query: ReadQuery, consistency: Consistency) -> Result<ReadResult, AppError> {
+        if consistency == Consistency::Local {
+            if let Some(h) = self.node.group(g) {
+                return read_local(&h, &query, false, self.node.id()).await;
+            }
+        }
+        let linearizable = consistency == Consistency::Linearizable;
+        let deadline = tokio::time::Instant::now() + self.node.inner.config.write_timeout;
+        let mut last_err = AppError::Unavailable("no leader found".into());
+        let mut attempt = 0;
+        let mut ignored = false;
+        while tokio::time::Instant::now() < deadline {
+            attempt += 1;
+            let Some(target) = self.target(g, attempt) else {
+                backoff().await;
+                continue;
+            };
+            let res = if target == self.node.id() {
+                match self.node.group(g) {
+                    Some(h) => read_local(&h, &query, linearizable, target).await,
+                    None => Err(AppError::GroupNotHosted),
+                }
+            } else {
+                self.call(target, g, RpcRequest::Read { query: query.clone(), linearizable }).await.and_then(
+                    |r| match r {
+                        RpcResponse::Read(r) => r,
+                        RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
+                        _ => Err(AppError::Unknown("unexpected response".into())),
+                    },
+                )
+            };
+            match res {
+                Ok(r) => {
+                    if linearizable {
+                        self.remember(g, Some(target));
+                    }
+                    return Ok(r);
+                }
+                Err(e) => {
+                    if !self.retryable(g, target, &e, &mut ignored).await {
+                        return Err(e);
+                    }
+                    last_err = e;
+                }
+            }
+        }
+        Err(AppError::Unavailable(format!("deadline passed; last error: {last_err}")))
+    }
+
+    async fn call(&self, target: NodeId, g: GroupId, req: RpcRequest) -> Result<RpcResponse, AppError> {
+        self.node.pool().call(target, g, req, CALL_TIMEOUT).await.map_err(|e| match e {
+            CallError::Unreachable => AppError::Unavailable(format!("node {target} unreachable")),
+            CallError::Timeout => AppError::Unknown(format!("node {target} did not answer in time")),
+            CallError::Encode(m) => AppError::Unavailable(m),
+        })
+    }
+
+    /// Updates routing from an error; returns whether to try again.
+    async fn retryable(&self, g: GroupId, target: NodeId, e: &AppError, maybe_applied: &mut bool) -> bool {
+        match e {
+            AppError::NotLeader { leader: Some(l) } if *l != target => {
+                self.remember(g, Some(*l));
+                *maybe_applied = true;
+                true
+            }
+            AppError::NotLeader { .. } => {
+                self.remember(g, None);
+                *maybe_applied = true;
+                backoff().await;
+                true
+            }
+            AppError::GroupNotHosted | AppError::Unavailable(_) => {
+                self.remember(g, None);
+                backoff().await;
+                true
+            }
+            AppError::Unknown(_) => {
+                self.remember(g, None);
+                *maybe_applied = true;
+                backoff().await;
+                true
+            }
+            AppError::Overloaded(_) | AppError::NoSuchChat => false,
+        }
+    }
+}
+
+async fn backoff() {
+    let ms = rand::thread_rng().gen_range(30..120);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Runs `query` on this node's replica of `g`; with `linearizable`, only as a confirmed leader.
+pub async fn read_local(
+    g: &GroupHandle,
+    query: &ReadQuery,
+    linearizable: bool,
+    me: NodeId,
+) -> Result<ReadResult, AppError> {
+    if linearizable {
+        if let Err(e) = g.raft.ensure_linearizable().await {
+            return Err(match e.forward_to_leader() {
+                Some(f) => AppError::NotLeader { leader: f.leader_id.filter(|l| *l != me) },
+                None => AppError::Unknown(e.to_string()),
+            });
+        }
+    }
+    execute(&g.state, query).map_err(|e| match e {
+        QueryError::NoSuchChat => AppError::NoSuchChat,
+        QueryError::Storage(s) => AppError::Unavailable(format!("storage: {s}")),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no such chat")]
+    NoSuchChat,
+    #[error(transparent)]
+    Storage(#[from] raftchat_storage::StorageError),
+}
+
+/// Answers a query from a group's applied state.
+pub fn execute(state: &raftchat_storage::chat_store::GroupState, query: &ReadQuery) -> Result<ReadResult, QueryError> {
+    match query {
+        ReadQuery::History { chat, after, before, limit, newest_first } => {
+            let header = state.chat(chat)?.ok_or(QueryError::NoSuchChat)?;
+            let head = header.next_seq - 1;
+            let from = after.saturating_add(1);
+            let to = (*before).min(head + 1);
+            let limit = (*limit).clamp(1, 1000) as usize;
+            let mut messages = state.messages(chat, from, to, limit + 1, *newest_first)?;
+            let has_more = messages.len() > limit;
+            messages.truncate(limit);
+            Ok(ReadResult::History { messages, has_more, head })
+        }
+        ReadQuery::Chat { chat, member_limit } => {
+            let header = state.chat(chat)?.ok_or(QueryError::NoSuchChat)?;
+            let members = state.members(chat, *member_limit as usize)?;
+            Ok(ReadResult::Chat { header, members })
+        }
+        ReadQuery::Member { chat, user } => {
+            state.chat(chat)?.ok_or(QueryError::NoSuchChat)?;
+            Ok(ReadResult::Member(state.member(chat, user)?))
+        }
+        ReadQuery::Key { key } => Ok(ReadResult::Key(state.kv_get(key)?)),
+    }
+}

@@ -1,0 +1,91 @@
+//! Messages between nodes: Raft RPCs of a group, and client work forwarded to a group's leader.
+
+use openraft::error::InstallSnapshotError;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::InstallSnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use raftchat_storage::chat_store::ChatHeader;
+use raftchat_storage::chat_store::Member;
+use raftchat_storage::chat_store::MessageRecord;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::command::ChatCommand;
+use crate::command::ChatId;
+use crate::command::CommandOutcome;
+use crate::command::UserId;
+use crate::meta::MetaCommand;
+use crate::types::NodeId;
+use crate::types::TypeConfig;
+
+type RaftRpcError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A chat command for the group's leader.
+    Write(ChatCommand),
+    /// A change of the cluster layout, for the meta group's leader.
+    MetaWrite(MetaCommand),
+    /// A query; `linearizable` asks the leader to confirm its leadership first.
+    Read {
+        query: ReadQuery,
+        linearizable: bool,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RpcResponse {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftRpcError>),
+    Vote(Result<VoteResponse<NodeId>, RaftRpcError>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftRpcError<InstallSnapshotError>>),
+    Write(Result<CommandOutcome, AppError>),
+    MetaWrite(Result<(), AppError>),
+    Read(Result<ReadResult, AppError>),
+    /// The receiving node has no replica of that group.
+    GroupNotHosted,
+}
+
+/// Why client work routed to a group did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum AppError {
+    #[error("not the leader of this group (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("this node holds no replica of the group")]
+    GroupNotHosted,
+    /// Surely not applied: it never reached a leader.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// May or may not have been applied; retrying with the same client message id is safe.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    #[error("no such chat")]
+    NoSuchChat,
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadQuery {
+    /// Messages with `after < seq < before`, oldest first, or newest first when `newest_first`.
+    History { chat: ChatId, after: u64, before: u64, limit: u32, newest_first: bool },
+    /// A chat's header and up to `member_limit` members.
+    Chat { chat: ChatId, member_limit: u32 },
+    /// One member's record.
+    Member { chat: ChatId, user: UserId },
+    /// A replicated key.
+    Key { key: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadResult {
+    History { messages: Vec<MessageRecord>, has_more: bool, head: u64 },
+    Chat { header: ChatHeader, members: Vec<(UserId, Member)> },
+    Member(Option<Member>),
+    Key(Option<Vec<u8>>),
+}

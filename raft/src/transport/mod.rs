@@ -1,0 +1,16 @@
+//! Node-to-node transport: one multiplexed TCP connection per node pair.
+//!
+//! - [`frame`]: length-prefixed frames and the handshake messages.
+//! - [`conn`]: one connection's reader and writer; control and bulk lanes; request ids.
+//! - [`pool`]: all peers of the node; the lower id dials, with backoff.
+//! - [`listener`]: accepts connections and checks the handshake.
+
+pub mod conn;
+pub mod frame;
+pub mod listener;
+pub mod pool;
+
+pub use conn::CallError;
+pub use conn::Inbound;
+pub use pool::LocalIdentity;
+pub use pool::PeerPool;

@@ -1,0 +1,260 @@
+//! The node's peers: one connection per node pair, dialed by the node with the lower id.
+//!
+//! The lower-id node dials, retrying with jittered backoff; the higher-id node waits for the
+//! inbound connection (see [`super::listener`]). Either side then sends requests over it. A call
+//! to a peer without a live connection waits briefly for one, then reports it unreachable.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::conn::CallError;
+use super::conn::Conn;
+use super::conn::Inbound;
+use super::frame;
+use super::frame::Frame;
+use super::frame::Hello;
+use crate::rpc::RpcRequest;
+use crate::rpc::RpcResponse;
+use crate::types::GroupId;
+use crate::types::NodeId;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_WAIT_MAX: Duration = Duration::from_millis(300);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What a peer told us in its handshake.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    pub api_addr: String,
+    pub pristine: bool,
+}
+
+struct Peer {
+    addr: watch::Sender<String>,
+    conn: watch::Sender<Option<Arc<Conn>>>,
+    info: Mutex<Option<PeerInfo>>,
+    dialing: AtomicBool,
+}
+
+/// This node's identity as told to peers.
+#[derive(Debug, Clone)]
+pub struct LocalIdentity {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub api_addr: String,
+    pub raft_addr: String,
+}
+
+pub struct PeerPool {
+    pub me: LocalIdentity,
+    peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
+    inbound: Arc<dyn Inbound>,
+    pristine: AtomicBool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl PeerPool {
+    pub fn new(
+        me: LocalIdentity,
+        inbound: Arc<dyn Inbound>,
+        pristine: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        Arc::new(PeerPool {
+            me,
+            peers: Mutex::new(HashMap::new()),
+            inbound,
+            pristine: AtomicBool::new(pristine),
+            shutdown,
+        })
+    }
+
+    pub fn inbound(&self) -> Arc<dyn Inbound> {
+        self.inbound.clone()
+    }
+
+    pub fn set_pristine(&self, p: bool) {
+        self.pristine.store(p, Ordering::Relaxed);
+    }
+
+    pub fn pristine(&self) -> bool {
+        self.pristine.load(Ordering::Relaxed)
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Arc<Peer>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn peer(&self, id: NodeId) -> Arc<Peer> {
+        self.peers()
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Peer {
+                    addr: watch::channel(String::new()).0,
+                    conn: watch::channel(None).0,
+                    info: Mutex::new(None),
+                    dialing: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Records a peer's Raft address; starts dialing it if this node has the lower id.
+    pub fn learn(self: &Arc<Self>, id: NodeId, addr: &str) {
+        if id == self.me.node_id || addr.is_empty() {
+            return;
+        }
+        let peer = self.peer(id);
+        peer.addr.send_if_modified(|a| {
+            if a != addr {
+                *a = addr.to_string();
+                true
+            } else {
+                false
+            }
+        });
+        if self.me.node_id < id && !peer.dialing.swap(true, Ordering::SeqCst) {
+            let pool = self.clone();
+            tokio::spawn(async move { pool.dial_loop(id, peer).await });
+        }
+    }
+
+    /// Handshake facts of a connected peer.
+    pub fn info(&self, id: NodeId) -> Option<PeerInfo> {
+        let peer = self.peers().get(&id).cloned()?;
+        let connected = peer.conn.borrow().as_ref().is_some_and(|c| !c.is_closed());
+        if !connected {
+            return None;
+        }
+        let info = peer.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        info
+    }
+
+    /// Ids of peers with a live connection.
+    pub fn connected(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .peers()
+            .iter()
+            .filter(|(_, p)| p.conn.borrow().as_ref().is_some_and(|c| !c.is_closed()))
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Installs a connection accepted from `id` (by the listener, after the handshake).
+    pub fn accepted(&self, id: NodeId, conn: Arc<Conn>, info: PeerInfo, raft_addr: &str) {
+        let peer = self.peer(id);
+        peer.addr.send_replace(raft_addr.to_string());
+        *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+        if let Some(old) = peer.conn.send_replace(Some(conn)) {
+            tracing::info!(peer = id, closed = old.is_closed(), "peer reconnected");
+        }
+    }
+
+    /// Sends `req` for `group` to node `to`.
+    pub async fn call(
+        &self,
+        to: NodeId,
+        group: GroupId,
+        req: RpcRequest,
+        timeout: Duration,
+    ) -> Result<RpcResponse, CallError> {
+        let peer = self.peers().get(&to).cloned().ok_or(CallError::Unreachable)?;
+        let mut rx = peer.conn.subscribe();
+        let wait = CONNECT_WAIT_MAX.min(timeout);
+        let conn = tokio::time::timeout(wait, async {
+            loop {
+                if let Some(c) = rx.borrow_and_update().as_ref().filter(|c| !c.is_closed()) {
+                    return Some(c.clone());
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or(CallError::Unreachable)?;
+        conn.call(group, req, timeout).await
+    }
+
+    async fn dial_loop(self: Arc<Self>, id: NodeId, peer: Arc<Peer>) {
+        let mut shutdown = self.shutdown.clone();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let addr = peer.addr.borrow().clone();
+            match self.dial_once(id, &addr).await {
+                Ok((conn, info)) => {
+                    tracing::info!(peer = id, %addr, "connected to peer");
+                    *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
+                    peer.conn.send_replace(Some(conn.clone()));
+                    backoff = BACKOFF_MIN;
+                    tokio::select! {
+                        _ = conn.closed() => tracing::info!(peer = id, "connection to peer lost"),
+                        _ = shutdown.wait_for(|s| *s) => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(peer = id, %addr, cause = %e, "dial failed");
+                }
+            }
+            let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+            let sleep = backoff + Duration::from_millis(jitter);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn dial_once(&self, id: NodeId, addr: &str) -> Result<(Arc<Conn>, PeerInfo), String> {
+        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let hello = Frame::Hello(Hello {
+            format_version: raftchat_storage::codec::FORMAT_VERSION,
+            cluster_id: self.me.cluster_id.clone(),
+            from: self.me.node_id,
+            to: id,
+            from_api_addr: self.me.api_addr.clone(),
+            from_raft_addr: self.me.raft_addr.clone(),
+            pristine: self.pristine(),
+        });
+        let bytes = frame::encode(&hello).map_err(|e| e.to_string())?;
+        let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes).await?;
+            frame::read(&mut stream).await.map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        match reply {
+            Frame::Welcome(w) if w.node == id => {
+                let conn = Conn::spawn(stream, id, self.inbound.clone(), self.shutdown.clone());
+                Ok((conn, PeerInfo { api_addr: w.api_addr, pristine: w.pristine }))
+            }
+            Frame::Welcome(w) => Err(format!("expected node {id} at {addr}, found node {}", w.node)),
+            Frame::Refused(reason) => {
+                tracing::error!(peer = id, %addr, %reason, "peer refused the handshake");
+                Err(reason)
+            }
+            _ => Err("unexpected handshake reply".into()),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The openraft type configuration and the entry payloads every group replicates.
+
+use std::io::Cursor;
+
+use openraft::BasicNode;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::command::ChatCommand;
+use crate::command::CommandOutcome;
+use crate::meta::MetaCommand;
+
+pub type NodeId = u64;
+/// Group 0 is the metadata group; data groups are 1..=data_groups.
+pub type GroupId = u32;
+pub const META_GROUP: GroupId = 0;
+
+// `Cursor` is referenced by the macro's default list even though we override SnapshotData.
+#[allow(unused_imports)]
+use Cursor as _;
+
+openraft::declare_raft_types!(
+    /// raftchat's openraft types: snapshots are files, streamed in chunks.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// The payload of one Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Many chat commands proposed together (proposal batching).
+    Chat(Vec<ChatCommand>),
+    Meta(MetaCommand),
+}
+
+/// What applying one entry produced, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Chat(Vec<CommandOutcome>),
+    Meta,
+    /// Blank and membership entries.
+    None,
+}

@@ -1,0 +1,406 @@
+//! The replicated chat state of each Raft group, on one sled database per node.
+//!
+//! Trees:
+//! - `current`: group (u32 BE) -> generation (u64 BE) of the group's live tree.
+//! - `g<group>.<gen>`: one group's state. Installing a snapshot writes a new generation and
+//!   then flips `current`, so a crash half-way leaves the previous state intact.
+//!
+//! Keys inside a group tree (all big-endian):
+//!
+//! | key                                   | value                      | mutable |
+//! |---------------------------------------|----------------------------|---------|
+//! | `A`                                   | [`AppliedState`]           | yes     |
+//! | `c` chat(16)                          | [`ChatHeader`]             | yes     |
+//! | `u` chat(16) user(16)                 | [`Member`]                 | yes     |
+//! | `K` key...                            | opaque (meta group, users) | yes     |
+//! | `m` chat(16) seq(8)                   | [`MessageRecord`]          | no      |
+//! | `d` chat(16) sender(16) client_msg_id | seq (u64)                  | no      |
+//!
+//! Immutable keys carry a seq, which lets a snapshot stream them after the fact (see
+//! [`crate::snapshot`]). Every apply writes data and `A` in one atomic `sled::Batch`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::RwLock;
+
+use openraft::BasicNode;
+use openraft::LogId;
+use openraft::StoredMembership;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::codec;
+use crate::error::StorageError;
+pub use crate::records::*;
+
+pub const KEY_APPLIED: &[u8] = b"A";
+pub const PREFIX_CHAT: u8 = b'c';
+pub const PREFIX_MEMBER: u8 = b'u';
+pub const PREFIX_KV: u8 = b'K';
+pub const PREFIX_MESSAGE: u8 = b'm';
+pub const PREFIX_DEDUP: u8 = b'd';
+
+/// What a group's state machine has applied, stored with its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+pub fn chat_key(chat: &ChatId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(PREFIX_CHAT);
+    k.extend_from_slice(chat.as_bytes());
+    k
+}
+
+pub fn member_key(chat: &ChatId, user: &UserId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(PREFIX_MEMBER);
+    k.extend_from_slice(chat.as_bytes());
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+pub fn message_key(chat: &ChatId, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(PREFIX_MESSAGE);
+    k.extend_from_slice(chat.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn dedup_key(chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33 + client_msg_id.len());
+    k.push(PREFIX_DEDUP);
+    k.extend_from_slice(chat.as_bytes());
+    k.extend_from_slice(sender.as_bytes());
+    k.extend_from_slice(client_msg_id.as_bytes());
+    k
+}
+
+pub fn kv_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(PREFIX_KV);
+    k.extend_from_slice(key);
+    k
+}
+
+/// The chat id inside a `c`, `u`, `m` or `d` key.
+pub fn chat_of_key(key: &[u8]) -> Option<ChatId> {
+    key.get(1..17).and_then(|b| uuid::Uuid::from_slice(b).ok())
+}
+
+fn enc<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StorageError> {
+    codec::encode_versioned(v).map_err(|e| StorageError::codec(what, e))
+}
+
+pub(crate) fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StorageError> {
+    codec::decode_versioned(b).map_err(|e| StorageError::codec(what, e))
+}
+
+/// The node's state database.
+#[derive(Clone)]
+pub struct StateDb {
+    db: sled::Db,
+    current: sled::Tree,
+    dir: PathBuf,
+}
+
+impl StateDb {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000)).open()?;
+        let current = db.open_tree("current")?;
+        Ok(StateDb { db, current, dir: dir.to_path_buf() })
+    }
+
+    fn tree_name(group: u32, gen: u64) -> String {
+        format!("g{group}.{gen}")
+    }
+
+    fn generation(&self, group: u32) -> Result<Option<u64>, StorageError> {
+        Ok(self.current.get(group.to_be_bytes())?.map(|v| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&v[..8.min(v.len())]);
+            u64::from_be_bytes(a)
+        }))
+    }
+
+    /// Opens the live state of `group`, creating generation 1 if it has none, and drops any
+    /// generation left behind by an interrupted snapshot install.
+    pub fn open_group(&self, group: u32) -> Result<GroupState, StorageError> {
+        let gen = match self.generation(group)? {
+            Some(g) => g,
+            None => {
+                self.current.insert(group.to_be_bytes(), &1u64.to_be_bytes())?;
+                1
+            }
+        };
+        let prefix = format!("g{group}.");
+        for name in self.db.tree_names() {
+            let name = String::from_utf8_lossy(&name).to_string();
+            if let Some(g) = name.strip_prefix(&prefix).and_then(|g| g.parse::<u64>().ok()) {
+                if g != gen {
+                    tracing::info!(group, stale_generation = g, "dropping stale state generation");
+                    self.db.drop_tree(name.as_bytes())?;
+                }
+            }
+        }
+        let tree = self.db.open_tree(Self::tree_name(group, gen))?;
+        Ok(GroupState { db: self.clone(), group, gen: Arc::new(RwLock::new((gen, tree))) })
+    }
+
+    /// Removes every trace of a group (its replica left this node).
+    pub fn drop_group(&self, group: u32) -> Result<(), StorageError> {
+        if let Some(gen) = self.generation(group)? {
+            self.db.drop_tree(Self::tree_name(group, gen).as_bytes())?;
+        }
+        self.current.remove(group.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Flushes sled and then fsyncs its files: sled's own flush is only sync_file_range.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        sync_tree_files(&self.dir)
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
+    for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        let ent = ent.map_err(|e| StorageError::io(dir, e))?;
+        let path = ent.path();
+        if path.is_dir() {
+            sync_tree_files(&path)?;
+        } else {
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| StorageError::io(&path, e))?;
+        }
+    }
+    crate::identity::sync_dir(dir)
+}
+
+/// One group's live state. Cheap to clone; readers and the state machine share it.
+#[derive(Clone)]
+pub struct GroupState {
+    db: StateDb,
+    group: u32,
+    gen: Arc<RwLock<(u64, sled::Tree)>>,
+}
+
+impl GroupState {
+    pub fn group(&self) -> u32 {
+        self.group
+    }
+
+    /// The live tree (it changes when a snapshot is installed).
+    pub fn tree(&self) -> sled::Tree {
+        self.gen.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+
+    pub fn applied(&self) -> Result<AppliedState, StorageError> {
+        match self.tree().get(KEY_APPLIED)? {
+            Some(v) => dec("applied state", &v),
+            None => Ok(AppliedState::default()),
+        }
+    }
+
+    pub fn chat(&self, chat: &ChatId) -> Result<Option<ChatHeader>, StorageError> {
+        self.tree().get(chat_key(chat))?.map(|v| dec("chat", &v)).transpose()
+    }
+
+    pub fn member(&self, chat: &ChatId, user: &UserId) -> Result<Option<Member>, StorageError> {
+        self.tree().get(member_key(chat, user))?.map(|v| dec("member", &v)).transpose()
+    }
+
+    /// Members of a chat, at most `limit`.
+    pub fn members(&self, chat: &ChatId, limit: usize) -> Result<Vec<(UserId, Member)>, StorageError> {
+        let mut prefix = vec![PREFIX_MEMBER];
+        prefix.extend_from_slice(chat.as_bytes());
+        let mut out = Vec::new();
+        for kv in self.tree().scan_prefix(&prefix).take(limit) {
+            let (k, v) = kv?;
+            let user = k.get(17..33).and_then(|b| uuid::Uuid::from_slice(b).ok()).ok_or_else(|| {
+                StorageError::Corrupt { path: PathBuf::from("state"), reason: "bad member key".into() }
+            })?;
+            out.push((user, dec("member", &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.tree().get(kv_key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Every `K` entry whose key starts with `prefix`.
+    pub fn kv_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.tree().scan_prefix(kv_key(prefix)) {
+            let (k, v) = kv?;
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Messages of `chat` with `from <= seq < to`, at most `limit`, newest first when `reverse`.
+    pub fn messages(
+        &self,
+        chat: &ChatId,
+        from: u64,
+        to: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<MessageRecord>, StorageError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let range = self.tree().range(message_key(chat, from)..message_key(chat, to));
+        let mut out = Vec::new();
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if reverse { Box::new(range.rev()) } else { Box::new(range) };
+        for kv in iter.take(limit) {
+            let (_, v) = kv?;
+            out.push(dec("message", &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn dedup(&self, chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Result<Option<u64>, StorageError> {
+        self.tree().get(dedup_key(chat, sender, client_msg_id))?.map(|v| dec("dedup seq", &v)).transpose()
+    }
+
+    /// Starts an atomic write of one apply call.
+    pub fn writer(&self) -> StateWriter {
+        StateWriter {
+            tree: self.tree(),
+            chats: HashMap::new(),
+            members: HashMap::new(),
+            batch: sled::Batch::default(),
+            dedup: HashMap::new(),
+            messages: HashMap::new(),
+            kv: HashMap::new(),
+        }
+    }
+
+    /// Replaces the live tree with a freshly loaded generation (snapshot install).
+    pub(crate) fn begin_generation(&self) -> Result<(u64, sled::Tree), StorageError> {
+        let next = self.gen.read().unwrap_or_else(|p| p.into_inner()).0 + 1;
+        let name = StateDb::tree_name(self.group, next);
+        self.db.db.drop_tree(name.as_bytes())?;
+        Ok((next, self.db.db.open_tree(name)?))
+    }
+
+    pub(crate) fn switch_generation(&self, gen: u64, tree: sled::Tree) -> Result<(), StorageError> {
+        self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
+        self.db.db.flush()?;
+        let old = {
+            let mut g = self.gen.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *g, (gen, tree))
+        };
+        self.db.db.drop_tree(StateDb::tree_name(self.group, old.0).as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Collects one apply call's writes; reads see the writes made so far.
+pub struct StateWriter {
+    tree: sled::Tree,
+    chats: HashMap<ChatId, Option<ChatHeader>>,
+    members: HashMap<(ChatId, UserId), Option<Member>>,
+    dedup: HashMap<Vec<u8>, u64>,
+    messages: HashMap<(ChatId, u64), MessageRecord>,
+    kv: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: sled::Batch,
+}
+
+impl StateWriter {
+    pub fn chat(&mut self, chat: &ChatId) -> Result<Option<ChatHeader>, StorageError> {
+        if let Some(c) = self.chats.get(chat) {
+            return Ok(c.clone());
+        }
+        let c: Option<ChatHeader> = self.tree.get(chat_key(chat))?.map(|v| dec("chat", &v)).transpose()?;
+        self.chats.insert(*chat, c.clone());
+        Ok(c)
+    }
+
+    pub fn put_chat(&mut self, chat: ChatId, header: ChatHeader) {
+        self.chats.insert(chat, Some(header));
+    }
+
+    pub fn member(&mut self, chat: &ChatId, user: &UserId) -> Result<Option<Member>, StorageError> {
+        if let Some(m) = self.members.get(&(*chat, *user)) {
+            return Ok(m.clone());
+        }
+        let m: Option<Member> = self.tree.get(member_key(chat, user))?.map(|v| dec("member", &v)).transpose()?;
+        self.members.insert((*chat, *user), m.clone());
+        Ok(m)
+    }
+
+    pub fn put_member(&mut self, chat: ChatId, user: UserId, member: Option<Member>) {
+        self.members.insert((chat, user), member);
+    }
+
+    pub fn dedup(&mut self, chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Result<Option<u64>, StorageError> {
+        let key = dedup_key(chat, sender, client_msg_id);
+        if let Some(s) = self.dedup.get(&key) {
+            return Ok(Some(*s));
+        }
+        self.tree.get(&key)?.map(|v| dec("dedup seq", &v)).transpose()
+    }
+
+    pub fn put_message(&mut self, chat: &ChatId, msg: &MessageRecord) -> Result<(), StorageError> {
+        if !msg.client_msg_id.is_empty() {
+            let key = dedup_key(chat, &msg.sender, &msg.client_msg_id);
+            self.batch.insert(key.clone(), enc("dedup seq", &msg.seq)?);
+            self.dedup.insert(key, msg.seq);
+        }
+        self.batch.insert(message_key(chat, msg.seq), enc("message", msg)?);
+        self.messages.insert((*chat, msg.seq), msg.clone());
+        Ok(())
+    }
+
+    pub fn message(&mut self, chat: &ChatId, seq: u64) -> Result<Option<MessageRecord>, StorageError> {
+        if let Some(m) = self.messages.get(&(*chat, seq)) {
+            return Ok(Some(m.clone()));
+        }
+        self.tree.get(message_key(chat, seq))?.map(|v| dec("message", &v)).transpose()
+    }
+
+    pub fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(v) = self.kv.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(kv_key(key))?.map(|v| v.to_vec()))
+    }
+
+    pub fn kv_put(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        match &value {
+            Some(v) => self.batch.insert(kv_key(key), v.clone()),
+            None => self.batch.remove(kv_key(key)),
+        }
+        self.kv.insert(key.to_vec(), value);
+    }
+
+    /// Writes everything plus `applied` in one atomic batch.
+    pub fn commit(mut self, applied: &AppliedState) -> Result<(), StorageError> {
+        for (chat, header) in self.chats.drain() {
+            if let Some(h) = header {
+                self.batch.insert(chat_key(&chat), enc("chat", &h)?);
+            }
+        }
+        for ((chat, user), m) in self.members.drain() {
+            match m {
+                Some(m) => self.batch.insert(member_key(&chat, &user), enc("member", &m)?),
+                None => self.batch.remove(member_key(&chat, &user)),
+            }
+        }
+        self.batch.insert(KEY_APPLIED, enc("applied state", applied)?);
+        self.tree.apply_batch(self.batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,33 @@
+//! # raftchat-storage
+//!
+//! Durable storage of one raftchat node. No sockets, no consensus logic: the `raft` crate
+//! drives it.
+//!
+//! - [`codec`]: the one place values become bytes (bincode 2) and back, with a format version.
+//! - [`identity`]: the data directory's owner (cluster id, node id, format); mismatches refuse.
+//! - [`wal`]: the node's write-ahead log for every Raft group: segment files, group commit with
+//!   one `fdatasync` for all groups' pending appends, purge that frees disk.
+//! - [`log_store`]: openraft's `RaftLogStorage` for one group on top of [`wal`].
+//! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
+//!   keyed (chat, seq), the idempotency table, and last-applied, written in one atomic batch.
+//! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! IDENTITY             cluster id, node id, format version
+//! wal/<id>.wal         Raft log segments of every group
+//! state/               sled database: one tree per group generation + the `current` tree
+//! snapshots/g<group>/  the current snapshot file of each group
+//! ```
+
+pub mod chat_store;
+pub mod codec;
+pub mod error;
+pub mod identity;
+pub mod log_store;
+pub mod records;
+pub mod snapshot;
+pub mod wal;
+
+pub use error::StorageError;
