@@ -2,7 +2,7 @@
 //!
 //! Start-up: check the data directory's identity, open the log and the state, listen for peers,
 //! start the meta group, then follow the cluster layout: every data group placed on this node is
-//! started, and the first replica of a never-initialized group initializes it.
+//! started, and one replica of a never-initialized group (rotating by group id) initializes it.
 //!
 //! Bootstrap of a fresh cluster happens exactly once: the node with the lowest id among the
 //! initial peers initializes the meta group, and only when it and every initial peer report
@@ -341,7 +341,10 @@ impl Node {
                 }
             };
             let replicas = l.replicas(g);
-            if pristine && replicas.first() == Some(&self.id()) {
+            // The initializer (and so the likely first leader) rotates over the replicas, so
+            // that leadership starts out spread evenly.
+            let initializer = replicas.get((g as usize).wrapping_sub(1) % replicas.len().max(1));
+            if pristine && initializer == Some(&self.id()) {
                 let members: BTreeMap<NodeId, BasicNode> = replicas
                     .iter()
                     .filter_map(|n| l.nodes.get(n).map(|i| (*n, BasicNode { addr: i.raft_addr.clone() })))

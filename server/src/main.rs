@@ -1,1 +1,55 @@
-fn main() {}
+//! # raftchat
+//!
+//! The binary: `raftchat node` runs one node; `raftchat dev` runs a local cluster.
+//!
+//! - [`config`]: flags > env > file > defaults, resolved into the core's settings.
+//! - [`run`]: starts a node (the replicated core plus its HTTP server) and stops it cleanly.
+//! - [`dev`]: N nodes on 127.0.0.1 in one process, for trying raftchat out.
+//! - [`http`]: the client-facing HTTP API.
+
+mod config;
+mod dev;
+mod http;
+mod run;
+
+use clap::Parser;
+use clap::Subcommand;
+
+#[derive(Parser)]
+#[command(name = "raftchat", version, about = "A Raft-replicated chat cluster with no external database.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Node(config::NodeArgs),
+    /// Run a local cluster of N nodes on 127.0.0.1 until Ctrl-C.
+    Dev(dev::DevArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftchat: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.command {
+            Command::Node(args) => run::node_main(args).await,
+            Command::Dev(args) => dev::dev_main(args).await,
+        }
+    });
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftchat: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -1,1 +1,42 @@
+//! # raftchat-tests
+//!
+//! Harness for cluster tests: real `raftchat node` processes on 127.0.0.1, killed with SIGKILL
+//! and restarted from their data directories, driven over the real HTTP API.
+//!
+//! - [`Cluster`]: start N nodes, kill, restart, wait for readiness, read status.
+//! - [`client`]: the core HTTP API (create chat, append, history).
+//!
+//! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
 
+pub mod client;
+mod cluster;
+
+pub use cluster::Cluster;
+pub use cluster::Opts;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Cluster tests share two cores: they run one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,195 @@
+//! Node configuration: flags > environment (`RAFTCHAT_*`) > TOML file > defaults.
+//!
+//! Every option is an `Option` on the command line so that an unset flag falls through to the
+//! file and then to the default; clap itself puts flags before environment variables.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+
+use raftchat_raft::config::CoreConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeArgs {
+    /// TOML file with any of these options (kebab-case keys).
+    #[arg(long, env = "RAFTCHAT_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// This node's id: unique in the cluster, stable for the life of its data directory.
+    #[arg(long, env = "RAFTCHAT_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// The cluster's id; nodes of another cluster are refused at the handshake.
+    #[arg(long, env = "RAFTCHAT_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// HTTP and WebSocket listen address for clients [default: 127.0.0.1:7700].
+    #[arg(long, env = "RAFTCHAT_LISTEN")]
+    pub listen: Option<String>,
+    /// Client address told to peers and clients [default: the listen address].
+    #[arg(long, env = "RAFTCHAT_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Node-to-node (Raft) listen address [default: 127.0.0.1:7800].
+    #[arg(long, env = "RAFTCHAT_RAFT_LISTEN")]
+    pub raft_listen: Option<String>,
+    /// Node-to-node address told to peers [default: the raft listen address].
+    #[arg(long, env = "RAFTCHAT_RAFT_ADVERTISE")]
+    pub raft_advertise: Option<String>,
+    /// Data directory [default: ./raftchat-data/node-<id>].
+    #[arg(long, env = "RAFTCHAT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Initial cluster members, `id=raft_addr,...` (this node included). Used once, at first start.
+    #[arg(long, env = "RAFTCHAT_PEERS")]
+    pub peers: Option<String>,
+    /// Data groups of a new cluster [default: 64]. Fixed once the cluster exists.
+    #[arg(long, env = "RAFTCHAT_DATA_GROUPS")]
+    pub data_groups: Option<u32>,
+    /// Raft heartbeat interval in ms [default: 300].
+    #[arg(long, env = "RAFTCHAT_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Raft election timeout minimum in ms [default: 1500]; the maximum is twice this.
+    #[arg(long, env = "RAFTCHAT_ELECTION_MS")]
+    pub election_ms: Option<u64>,
+    /// Log entries between snapshots of a group [default: 10000].
+    #[arg(long, env = "RAFTCHAT_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot [default: 2000].
+    #[arg(long, env = "RAFTCHAT_LOGS_KEPT")]
+    pub logs_kept: Option<u64>,
+    /// Largest message text in bytes [default: 65536].
+    #[arg(long, env = "RAFTCHAT_MAX_TEXT_BYTES")]
+    pub max_text_bytes: Option<usize>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid --peers entry {entry:?}: expected id=host:port")]
+    Peers { entry: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The resolved settings of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub core: CoreConfig,
+    pub listen: String,
+    pub max_text_bytes: usize,
+    pub log_format: String,
+}
+
+macro_rules! merge {
+    ($a:expr, $f:expr, $($field:ident),*) => { $( if $a.$field.is_none() { $a.$field = $f.$field.clone(); } )* };
+}
+
+impl NodeArgs {
+    /// Fills unset options from the config file, if one is named.
+    pub fn with_file(mut self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
+        let file: NodeArgs = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), source: e })?;
+        merge!(self, file, node_id, cluster_id, listen, advertise, raft_listen, raft_advertise, data_dir, peers);
+        merge!(
+            self,
+            file,
+            data_groups,
+            heartbeat_ms,
+            election_ms,
+            snapshot_every,
+            logs_kept,
+            max_text_bytes,
+            log_format
+        );
+        Ok(self)
+    }
+
+    pub fn resolve(self) -> Result<NodeConfig, ConfigError> {
+        let node_id = self.node_id.unwrap_or(1);
+        let cluster_id = self.cluster_id.unwrap_or_else(|| "raftchat".into());
+        let data_dir = self.data_dir.unwrap_or_else(|| Path::new("raftchat-data").join(format!("node-{node_id}")));
+        let listen = self.listen.unwrap_or_else(|| "127.0.0.1:7700".into());
+        let mut core = CoreConfig::new(node_id, &cluster_id, data_dir);
+        core.raft_listen = self.raft_listen.unwrap_or_else(|| "127.0.0.1:7800".into());
+        core.raft_advertise = self.raft_advertise;
+        core.api_advertise = self.advertise.unwrap_or_else(|| listen.clone());
+        core.initial_peers = parse_peers(self.peers.as_deref().unwrap_or(""))?;
+        if core.initial_peers.is_empty() {
+            let own = core.raft_advertise.clone().unwrap_or_else(|| core.raft_listen.clone());
+            core.initial_peers.insert(node_id, own);
+        }
+        if let Some(g) = self.data_groups {
+            core.data_groups = g;
+        }
+        if let Some(h) = self.heartbeat_ms {
+            core.heartbeat_ms = h;
+        }
+        if let Some(e) = self.election_ms {
+            core.election_min_ms = e;
+            core.election_max_ms = e * 2;
+        }
+        if let Some(s) = self.snapshot_every {
+            core.snapshot_every_logs = s;
+        }
+        if let Some(k) = self.logs_kept {
+            core.logs_kept_after_snapshot = k;
+        }
+        core.validate().map_err(ConfigError::Invalid)?;
+        let log_format = self.log_format.unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            return Err(ConfigError::Invalid(format!("log format must be text or json, not {log_format:?}")));
+        }
+        Ok(NodeConfig { core, listen, max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024), log_format })
+    }
+}
+
+/// Parses `1=127.0.0.1:7800,2=127.0.0.1:7801`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || ConfigError::Peers { entry: entry.to_string() };
+        let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        if addr.trim().is_empty() || !addr.contains(':') {
+            return Err(bad());
+        }
+        out.insert(id, addr.trim().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject() {
+        let p = parse_peers("1=127.0.0.1:7800, 2=127.0.0.1:7801").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[&2], "127.0.0.1:7801");
+        assert!(parse_peers("x=1:2").is_err());
+        assert!(parse_peers("1").is_err());
+        assert!(parse_peers("1=nohost").is_err());
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n.toml");
+        std::fs::write(&f, "node-id = 3\ncluster-id = \"filec\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let args = NodeArgs { config: Some(f.clone()), cluster_id: Some("flagc".into()), ..Default::default() };
+        let c = args.with_file().unwrap().resolve().unwrap();
+        assert_eq!(c.core.node_id, 3);
+        assert_eq!(c.core.cluster_id, "flagc");
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.core.data_groups, 64);
+        std::fs::write(&f, "bogus-key = 1\n").unwrap();
+        assert!(NodeArgs { config: Some(f), ..Default::default() }.with_file().is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! The replicated chat log over HTTP, without accounts: the core's own API, for cluster tests,
+//! benchmarks and the Jepsen harness. Every write is acknowledged only after it is committed on
+//! a quorum and applied.
+//!
+//! - `POST /internal/v1/chats` `{chatId?, kind, name?, creator, members}` -> `{chatId, existed}`
+//! - `POST /internal/v1/chats/{chatId}/messages` `{sender, clientMsgId?, text, type?}` ->
+//!   `{chatId, seq, messageId, timestamp, duplicate}`
+//! - `GET /internal/v1/chats/{chatId}/messages?after=&before=&limit=&consistency=` ->
+//!   `{messages, hasMore, head}`; consistency is `linearizable` (default), `local` (any
+//!   replica, this node's when it has one) or `replica` (this node's replica only).
+
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Json;
+use axum::Router;
+use raftchat_raft::command::ChatCommand;
+use raftchat_raft::command::ChatKind;
+use raftchat_raft::command::CommandOutcome;
+use raftchat_raft::router::Consistency;
+use raftchat_raft::rpc::ReadQuery;
+use raftchat_raft::rpc::ReadResult;
+use raftchat_storage::chat_store::MessageRecord;
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/internal/v1/chats", post(create_chat))
+        .route("/internal/v1/chats/{chat_id}/messages", post(append).get(history))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn parse_chat(s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown_chat", format!("{s:?} is not a chat id")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateChat {
+    chat_id: Option<Uuid>,
+    kind: String,
+    #[serde(default)]
+    name: String,
+    creator: Uuid,
+    #[serde(default)]
+    members: Vec<Uuid>,
+}
+
+async fn create_chat(
+    State(s): State<AppState>,
+    Json(req): Json<CreateChat>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let kind = match req.kind.as_str() {
+        "direct" => ChatKind::Direct,
+        "group" => ChatKind::Group,
+        other => return Err(ApiError::bad_request(format!("kind must be direct or group, not {other:?}"))),
+    };
+    let chat = req.chat_id.unwrap_or_else(Uuid::new_v4);
+    let cmd = ChatCommand::CreateChat {
+        chat,
+        kind,
+        name: req.name,
+        creator: req.creator,
+        members: req.members,
+        ts_ms: now_ms(),
+    };
+    match submit(&s, chat, cmd).await? {
+        CommandOutcome::Created { chat, existed } => {
+            Ok(Json(serde_json::json!({ "chatId": chat, "existed": existed })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Append {
+    sender: Uuid,
+    client_msg_id: Option<String>,
+    text: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Appended {
+    pub chat_id: Uuid,
+    pub seq: u64,
+    pub message_id: Uuid,
+    pub timestamp: u64,
+    pub duplicate: bool,
+}
+
+async fn append(
+    State(s): State<AppState>,
+    Path(chat_id): Path<String>,
+    Json(req): Json<Append>,
+) -> Result<Json<Appended>, ApiError> {
+    let chat = parse_chat(&chat_id)?;
+    if req.text.len() > s.max_text_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("text is {} bytes; the limit is {}", req.text.len(), s.max_text_bytes),
+        ));
+    }
+    let client_msg_id = req.client_msg_id.unwrap_or_else(|| Uuid::new_v4().to_string());
+    if client_msg_id.len() > raftchat_raft::command::CLIENT_MSG_ID_MAX {
+        return Err(ApiError::bad_request("clientMsgId is longer than 128 bytes"));
+    }
+    let cmd = ChatCommand::Append {
+        chat,
+        sender: req.sender,
+        client_msg_id,
+        message_id: Uuid::new_v4(),
+        ts_ms: now_ms(),
+        kind: req.kind.unwrap_or_else(|| "text".into()),
+        body: req.text,
+    };
+    match submit(&s, chat, cmd).await? {
+        CommandOutcome::Appended { chat, seq, message_id, ts_ms, duplicate } => {
+            Ok(Json(Appended { chat_id: chat, seq, message_id, timestamp: ts_ms, duplicate }))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Routes a command to its chat's group and turns refusals into API errors.
+pub async fn submit(s: &AppState, chat: Uuid, cmd: ChatCommand) -> Result<CommandOutcome, ApiError> {
+    let layout = s
+        .node
+        .layout()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))?;
+    match s.router.write(layout.group_of(&chat), cmd).await? {
+        CommandOutcome::Rejected(r) => Err(r.into()),
+        out => Ok(out),
+    }
+}
+
+fn unexpected(o: CommandOutcome) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected outcome {o:?}"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    after: Option<u64>,
+    before: Option<u64>,
+    limit: Option<u32>,
+    consistency: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub seq: u64,
+    pub message_id: Uuid,
+    pub from: Uuid,
+    pub client_msg_id: String,
+    pub timestamp: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+}
+
+impl From<MessageRecord> for MessageView {
+    fn from(m: MessageRecord) -> Self {
+        MessageView {
+            seq: m.seq,
+            message_id: m.message_id,
+            from: m.sender,
+            client_msg_id: m.client_msg_id,
+            timestamp: m.ts_ms,
+            kind: m.kind,
+            text: m.body,
+        }
+    }
+}
+
+async fn history(
+    State(s): State<AppState>,
+    Path(chat_id): Path<String>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = parse_chat(&chat_id)?;
+    let layout = s
+        .node
+        .layout()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))?;
+    let group = layout.group_of(&chat);
+    let newest_first = p.before.is_some() && p.after.is_none();
+    let query = ReadQuery::History {
+        chat,
+        after: p.after.unwrap_or(0),
+        before: p.before.unwrap_or(u64::MAX),
+        limit: p.limit.unwrap_or(50),
+        newest_first,
+    };
+    let result = match p.consistency.as_deref().unwrap_or("linearizable") {
+        "linearizable" => s.router.read(group, query, Consistency::Linearizable).await?,
+        "local" => s.router.read(group, query, Consistency::Local).await?,
+        "replica" => {
+            let g = s.node.group(group).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_hosted",
+                    format!("node {} holds no replica of group {group}", s.node.id()),
+                )
+            })?;
+            raftchat_raft::router::read_local(&g, &query, false, s.node.id()).await?
+        }
+        other => return Err(ApiError::bad_request(format!("unknown consistency {other:?}"))),
+    };
+    match result {
+        ReadResult::History { messages, has_more, head } => {
+            let messages: Vec<MessageView> = messages.into_iter().map(MessageView::from).collect();
+            Ok(Json(serde_json::json!({ "messages": messages, "hasMore": has_more, "head": head, "group": group })))
+        }
+        other => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected result {other:?}")))
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! API errors: an HTTP status plus a JSON body `{"error": {"code", "message"}}`.
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::Json;
+use raftchat_raft::command::Rejection;
+use raftchat_raft::rpc::AppError;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let msg = e.to_string();
+        match e {
+            AppError::NoSuchChat => ApiError::new(StatusCode::NOT_FOUND, "unknown_chat", msg),
+            AppError::Overloaded(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", msg),
+            // The write may have been applied: a retry with the same clientMsgId is safe.
+            AppError::Unknown(_) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", msg),
+            AppError::NotLeader { .. } | AppError::GroupNotHosted | AppError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let msg = r.to_string();
+        match r {
+            Rejection::NoSuchChat => ApiError::new(StatusCode::NOT_FOUND, "unknown_chat", msg),
+            Rejection::NotMember => ApiError::new(StatusCode::FORBIDDEN, "not_member", msg),
+            Rejection::NotAdmin => ApiError::new(StatusCode::FORBIDDEN, "not_admin", msg),
+            Rejection::KeyExists => ApiError::new(StatusCode::CONFLICT, "exists", msg),
+            Rejection::DirectChatFixed | Rejection::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg)
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Liveness, readiness and the node's status.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Json;
+use axum::Router;
+use serde::Serialize;
+
+use super::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/livez", get(livez)).route("/readyz", get(readyz)).route("/internal/v1/status", get(status))
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// 200 only when this node has joined and every group it hosts has a leader.
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    match not_ready_reason(&s) {
+        None => (StatusCode::OK, "ready\n".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+fn not_ready_reason(s: &AppState) -> Option<String> {
+    let Some(layout) = s.node.layout() else { return Some("no cluster layout yet".into()) };
+    if !layout.nodes.contains_key(&s.node.id()) {
+        return Some("this node is not a cluster member".into());
+    }
+    let meta = s.node.group(raftchat_raft::types::META_GROUP)?;
+    if meta.leader().is_none() {
+        return Some("meta group has no leader".into());
+    }
+    for g in layout.groups_of(s.node.id()) {
+        match s.node.group(g) {
+            None => return Some(format!("group {g} not started")),
+            Some(h) if h.leader().is_none() => return Some(format!("group {g} has no leader")),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupStatus {
+    group: u32,
+    leader: Option<u64>,
+    is_leader: bool,
+    term: u64,
+    last_log_index: Option<u64>,
+    applied_index: Option<u64>,
+    voters: Vec<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeStatus {
+    node_id: u64,
+    cluster_id: String,
+    ready: bool,
+    layout_epoch: Option<u64>,
+    data_groups: Option<u32>,
+    connected_peers: Vec<u64>,
+    groups: Vec<GroupStatus>,
+    wal_fsyncs: u64,
+    wal_entries: u64,
+    wal_requests: u64,
+}
+
+async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let layout = s.node.layout();
+    let groups = s
+        .node
+        .groups()
+        .iter()
+        .map(|g| {
+            let m = g.raft.metrics().borrow().clone();
+            GroupStatus {
+                group: g.id,
+                leader: m.current_leader,
+                is_leader: m.current_leader == Some(s.node.id()),
+                term: m.current_term,
+                last_log_index: m.last_log_index,
+                applied_index: m.last_applied.map(|l| l.index),
+                voters: m.membership_config.membership().voter_ids().collect(),
+            }
+        })
+        .collect();
+    let wal = s.node.wal_stats();
+    let st = NodeStatus {
+        node_id: s.node.id(),
+        cluster_id: s.node.pool().me.cluster_id.clone(),
+        ready: not_ready_reason(&s).is_none(),
+        layout_epoch: layout.as_ref().map(|l| l.epoch),
+        data_groups: layout.as_ref().map(|l| l.data_groups),
+        connected_peers: s.node.pool().connected(),
+        groups,
+        wal_fsyncs: wal.fsyncs.load(Relaxed),
+        wal_entries: wal.entries.load(Relaxed),
+        wal_requests: wal.requests.load(Relaxed),
+    };
+    Json(serde_json::to_value(st).unwrap_or_default())
+}

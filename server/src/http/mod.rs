@@ -1,0 +1,35 @@
+//! The client-facing HTTP server of a node.
+//!
+//! - [`health`]: `/livez`, `/readyz`, `/internal/v1/status`.
+//! - [`core_api`]: the replicated core's chat log over HTTP (`/internal/v1/chats/...`), used by
+//!   the cluster tests and benchmarks; the public chat API builds on the same router.
+
+pub mod core_api;
+pub mod error;
+pub mod health;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use raftchat_raft::node::Node;
+use raftchat_raft::router::Router as GroupRouter;
+
+/// Largest request body the API accepts.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Node,
+    pub router: Arc<GroupRouter>,
+    pub max_text_bytes: usize,
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .merge(core_api::routes())
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}

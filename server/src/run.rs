@@ -1,0 +1,103 @@
+//! Running a node: the replicated core plus its HTTP server, stopped by a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use raftchat_raft::node::Node;
+use raftchat_raft::router::Router as GroupRouter;
+use tokio::sync::watch;
+
+use crate::config::NodeArgs;
+use crate::config::NodeConfig;
+use crate::http;
+
+/// A started node.
+pub struct RunningNode {
+    pub node: Node,
+    pub http_addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningNode> {
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let http_addr = listener.local_addr()?;
+    let mut core = cfg.core.clone();
+    if core.api_advertise == cfg.listen {
+        core.api_advertise = http_addr.to_string();
+    }
+    let node = Node::start(core, shutdown.clone())
+        .await
+        .with_context(|| format!("node {} failed to start", cfg.core.node_id))?;
+    let state = http::AppState {
+        node: node.clone(),
+        router: Arc::new(GroupRouter::new(node.clone())),
+        max_text_bytes: cfg.max_text_bytes,
+    };
+    let app = http::routes(state);
+    let mut sd = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = sd.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(cause = %e, "http server failed");
+        }
+    });
+    tracing::info!(node = node.id(), http = %http_addr, raft = %node.raft_addr(), "node serving");
+    Ok(RunningNode { node, http_addr, server })
+}
+
+impl RunningNode {
+    /// Waits for the HTTP server to drain (bounded), then stops the core.
+    pub async fn stop(self) {
+        if tokio::time::timeout(Duration::from_secs(5), self.server).await.is_err() {
+            tracing::warn!("http server did not drain in 5 s");
+        }
+        self.node.shutdown().await;
+    }
+}
+
+pub async fn node_main(args: NodeArgs) -> anyhow::Result<()> {
+    let cfg = args.with_file()?.resolve()?;
+    init_logging(&cfg.log_format);
+    let (tx, rx) = watch::channel(false);
+    let running = start(cfg, rx).await?;
+    signal().await;
+    tracing::info!("shutting down");
+    tx.send_replace(true);
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Real node processes on 127.0.0.1.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub nodes: u64,
+    pub data_groups: u32,
+    pub snapshot_every: u64,
+    pub logs_kept: u64,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts { nodes: 3, data_groups: 64, snapshot_every: 10_000, logs_kept: 2_000 }
+    }
+}
+
+struct NodeProc {
+    id: u64,
+    http: String,
+    raft: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<NodeProc>,
+    peers: String,
+    opts: Opts,
+    pub http: reqwest::Client,
+}
+
+/// The `raftchat` binary under test: `$RAFTCHAT_BIN`, else the workspace's debug build.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("RAFTCHAT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/raftchat");
+    anyhow::ensure!(p.exists(), "{} not found: run `cargo build --bin raftchat` first", p.display());
+    Ok(p)
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    // Hold all listeners until every port is picked, so no port is handed out twice.
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+}
+
+impl Cluster {
+    pub async fn start(opts: Opts) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let ports = free_ports(opts.nodes as usize * 2)?;
+        let mut nodes = Vec::new();
+        for i in 0..opts.nodes {
+            let id = i + 1;
+            nodes.push(NodeProc {
+                id,
+                http: format!("127.0.0.1:{}", ports[i as usize * 2]),
+                raft: format!("127.0.0.1:{}", ports[i as usize * 2 + 1]),
+                data_dir: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: std::sync::Mutex::new(None),
+            });
+        }
+        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+        let c = Cluster { dir, nodes, peers, opts, http };
+        for id in 1..=c.opts.nodes {
+            c.spawn(id)?;
+        }
+        c.wait_ready(Duration::from_secs(60)).await?;
+        Ok(c)
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn spawn(&self, id: u64) -> anyhow::Result<()> {
+        let bin = binary()?;
+        let (peers, opts) = (self.peers.clone(), self.opts.clone());
+        let n = &self.nodes[id as usize - 1];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
+        let child = Command::new(bin)
+            .arg("node")
+            .args(["--node-id", &id.to_string(), "--cluster-id", "test-cluster"])
+            .args(["--listen", &n.http, "--raft-listen", &n.raft, "--peers", &peers])
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(["--data-groups", &opts.data_groups.to_string()])
+            .args(["--snapshot-every", &opts.snapshot_every.to_string(), "--logs-kept", &opts.logs_kept.to_string()])
+            .env("RUST_LOG", std::env::var("RAFTCHAT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning raftchat node")?;
+        *lock(&n.child) = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&self, id: u64) {
+        if let Some(mut c) = lock(&self.nodes[id as usize - 1].child).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&self, id: u64) -> anyhow::Result<()> {
+        self.kill(id);
+        self.spawn(id)
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        lock(&self.node(id).child).is_some()
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.node(id).http)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        (1..=self.opts.nodes).collect()
+    }
+
+    pub fn live(&self) -> Vec<u64> {
+        self.ids().into_iter().filter(|i| self.is_up(*i)).collect()
+    }
+
+    /// The node's log so far.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub async fn ready(&self, id: u64) -> bool {
+        matches!(self.http.get(format!("{}/readyz", self.url(id))).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// Waits until every live node answers /readyz with 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let live = self.live();
+        let res = crate::eventually(timeout, "all live nodes ready", || async {
+            for id in &live {
+                if !self.ready(*id).await {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+        if res.is_err() {
+            for id in &live {
+                let log = self.log(*id);
+                let tail: String =
+                    log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                eprintln!("--- node {id} log tail ---\n{tail}");
+            }
+        }
+        res
+    }
+
+    pub async fn status(&self, id: u64) -> anyhow::Result<serde_json::Value> {
+        Ok(self.http.get(format!("{}/internal/v1/status", self.url(id))).send().await?.json().await?)
+    }
+
+    /// Group id -> leader, as seen by node `id`.
+    pub async fn leaders(&self, id: u64) -> anyhow::Result<Vec<(u64, Option<u64>)>> {
+        let st = self.status(id).await?;
+        let groups = st["groups"].as_array().cloned().unwrap_or_default();
+        Ok(groups.iter().map(|g| (g["group"].as_u64().unwrap_or(0), g["leader"].as_u64())).collect())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            if let Some(mut c) = lock(&n.child).take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
