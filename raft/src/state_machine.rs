@@ -49,6 +49,13 @@ pub struct Listeners {
     pub layout: Option<watch::Sender<Option<ClusterLayout>>>,
 }
 
+/// What one apply call produced.
+struct AppliedBatch {
+    responses: Vec<Response>,
+    events: Vec<Applied>,
+    layout: Option<ClusterLayout>,
+}
+
 pub struct GroupStateMachine {
     group: GroupId,
     state: GroupState,
@@ -90,10 +97,7 @@ impl GroupStateMachine {
         Ok(())
     }
 
-    fn apply_entries(
-        &mut self,
-        entries: Vec<Entry>,
-    ) -> Result<(Vec<Response>, Vec<Applied>, Option<ClusterLayout>), StorageError> {
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<AppliedBatch, StorageError> {
         let mut w = self.state.writer();
         let mut responses = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
@@ -125,7 +129,7 @@ impl GroupStateMachine {
             responses.push(resp);
         }
         w.commit(&self.applied)?;
-        Ok((responses, events, layout))
+        Ok(AppliedBatch { responses, events, layout })
     }
 }
 
@@ -144,7 +148,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let (responses, events, layout) = self.apply_entries(entries).map_err(|e| sm_err(e, ErrorVerb::Write))?;
+        let AppliedBatch { responses, events, layout } =
+            self.apply_entries(entries).map_err(|e| sm_err(e, ErrorVerb::Write))?;
         if let Some(tx) = &self.listeners.events {
             for applied in events {
                 // No receivers is fine: nobody is connected.

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node.
-    Node(config::NodeArgs),
+    Node(Box<config::NodeArgs>),
     /// Run a local cluster of N nodes on 127.0.0.1 until Ctrl-C.
     Dev(dev::DevArgs),
 }
@@ -41,7 +41,7 @@ fn main() -> std::process::ExitCode {
     };
     let res = rt.block_on(async move {
         match cli.command {
-            Command::Node(args) => run::node_main(args).await,
+            Command::Node(args) => run::node_main(*args).await,
             Command::Dev(args) => dev::dev_main(args).await,
         }
     });

@@ -42,6 +42,9 @@ pub const PREFIX_KV: u8 = b'K';
 pub const PREFIX_MESSAGE: u8 = b'm';
 pub const PREFIX_DEDUP: u8 = b'd';
 
+/// Key-value pairs of the `K` keyspace.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What a group's state machine has applied, stored with its data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
@@ -238,7 +241,7 @@ impl GroupState {
     }
 
     /// Every `K` entry whose key starts with `prefix`.
-    pub fn kv_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn kv_scan(&self, prefix: &[u8]) -> Result<KvPairs, StorageError> {
         let mut out = Vec::new();
         for kv in self.tree().scan_prefix(kv_key(prefix)) {
             let (k, v) = kv?;

@@ -11,6 +11,8 @@
 pub mod client;
 mod cluster;
 
+pub use cluster::binary;
+
 pub use cluster::Cluster;
 pub use cluster::Opts;
 
@@ -35,8 +37,9 @@ where
     }
 }
 
-/// Cluster tests share two cores: they run one at a time.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+/// Cluster tests share two cores: they run one at a time. (An async mutex: each test has its own
+/// runtime, and the guard is held across the whole test.)
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }

@@ -14,7 +14,7 @@ use crate::make_chats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_busiest_leader_loses_nothing() -> anyhow::Result<()> {
-    let _serial = raftchat_tests::serial();
+    let _serial = raftchat_tests::serial().await;
     let c = Cluster::start(Opts::default()).await?;
     let chats = make_chats(&c, 200).await?;
     let warm = load(&c, &chats, 1_000, 32, "warm").await;

@@ -11,7 +11,7 @@ use crate::make_chats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_return_the_original_seq() -> anyhow::Result<()> {
-    let _serial = raftchat_tests::serial();
+    let _serial = raftchat_tests::serial().await;
     let c = Cluster::start(Opts { data_groups: 8, ..Default::default() }).await?;
     let t = make_chats(&c, 1).await?[0];
     let ok = |r: Result<client::Appended, client::AppendError>| r.map_err(|e| anyhow::anyhow!("{e:?}"));

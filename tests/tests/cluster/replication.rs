@@ -12,7 +12,7 @@ use crate::make_chats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_are_replicated_exactly_once_in_order() -> anyhow::Result<()> {
-    let _serial = raftchat_tests::serial();
+    let _serial = raftchat_tests::serial().await;
     let c = Cluster::start(Opts::default()).await?;
     let chats = make_chats(&c, 500).await?;
     let r = load(&c, &chats, 5_000, 64, "rep").await;

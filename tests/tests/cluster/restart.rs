@@ -12,7 +12,7 @@ use crate::make_chats;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_nodes_catch_up_by_log_and_by_snapshot() -> anyhow::Result<()> {
-    let _serial = raftchat_tests::serial();
+    let _serial = raftchat_tests::serial().await;
     // Small groups and frequent snapshots, so that a short outage outlives the logs.
     let c = Cluster::start(Opts { data_groups: 4, snapshot_every: 50, logs_kept: 10, ..Default::default() }).await?;
     let chats = make_chats(&c, 8).await?;
