@@ -59,6 +59,12 @@ pub struct NodeArgs {
     /// Largest message text in bytes [default: 65536].
     #[arg(long, env = "RAFTCHAT_MAX_TEXT_BYTES")]
     pub max_text_bytes: Option<usize>,
+    /// Raft entries of one group in flight at once [default: 4]; fewer makes larger batches.
+    #[arg(long, env = "RAFTCHAT_BATCHES_IN_FLIGHT")]
+    pub batches_in_flight: Option<usize>,
+    /// Async runtime worker threads [default: the number of cores].
+    #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -139,6 +145,9 @@ impl NodeArgs {
         }
         if let Some(k) = self.logs_kept {
             core.logs_kept_after_snapshot = k;
+        }
+        if let Some(b) = self.batches_in_flight {
+            core.batches_in_flight_max = b.max(1);
         }
         core.validate().map_err(ConfigError::Invalid)?;
         let log_format = self.log_format.unwrap_or_else(|| "text".into());

@@ -12,6 +12,9 @@ mod dev;
 mod http;
 mod run;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use clap::Subcommand;
 
@@ -32,7 +35,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Node(args) = &cli.command {
+        if let Some(n) = args.worker_threads.filter(|n| *n > 0) {
+            builder.worker_threads(n);
+        }
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("raftchat: cannot start the async runtime: {e}");

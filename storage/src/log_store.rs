@@ -139,9 +139,7 @@ where
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), RaftStorageError<u64>> {
         let bytes = codec::encode_versioned(&committed).map_err(|e| write_err(codec_err("committed", e)))?;
-        // Not awaited: a lost committed id only means re-learning it from the leader.
-        let _wait = self.engine.save_committed(self.group, bytes).map_err(write_err)?;
-        Ok(())
+        self.engine.save_committed(self.group, bytes).map_err(write_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, RaftStorageError<u64>> {

@@ -15,11 +15,22 @@ pub struct Opts {
     pub data_groups: u32,
     pub snapshot_every: u64,
     pub logs_kept: u64,
+    /// The binary to run; [`binary`] when unset.
+    pub binary: Option<PathBuf>,
+    /// Extra flags for every node.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { nodes: 3, data_groups: 64, snapshot_every: 10_000, logs_kept: 2_000 }
+        Opts {
+            nodes: 3,
+            data_groups: 64,
+            snapshot_every: 10_000,
+            logs_kept: 2_000,
+            binary: None,
+            extra_args: Vec::new(),
+        }
     }
 }
 
@@ -92,7 +103,10 @@ impl Cluster {
     }
 
     fn spawn(&self, id: u64) -> anyhow::Result<()> {
-        let bin = binary()?;
+        let bin = match &self.opts.binary {
+            Some(b) => b.clone(),
+            None => binary()?,
+        };
         let (peers, opts) = (self.peers.clone(), self.opts.clone());
         let n = &self.nodes[id as usize - 1];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
@@ -104,6 +118,7 @@ impl Cluster {
             .arg(&n.data_dir)
             .args(["--data-groups", &opts.data_groups.to_string()])
             .args(["--snapshot-every", &opts.snapshot_every.to_string(), "--logs-kept", &opts.logs_kept.to_string()])
+            .args(&opts.extra_args)
             .env("RUST_LOG", std::env::var("RAFTCHAT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -125,6 +140,11 @@ impl Cluster {
     pub fn restart(&self, id: u64) -> anyhow::Result<()> {
         self.kill(id);
         self.spawn(id)
+    }
+
+    /// The process id of a running node.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        lock(&self.node(id).child).as_ref().map(|c| c.id())
     }
 
     pub fn is_up(&self, id: u64) -> bool {

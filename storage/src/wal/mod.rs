@@ -252,8 +252,11 @@ impl LogEngine {
         self.write_meta(Record::Vote { group, vote })
     }
 
-    pub fn save_committed(&self, group: u32, committed: Vec<u8>) -> Result<DurableWait, StorageError> {
-        self.write_meta(Record::Committed { group, committed })
+    /// Records the committed id without asking for an fsync: the next fsync of any write covers
+    /// it, and a lost committed id is only re-learned from the leader.
+    pub fn save_committed(&self, group: u32, committed: Vec<u8>) -> Result<(), StorageError> {
+        let mut st = self.lock();
+        self.write_locked(&mut st, &Record::Committed { group, committed }).map(|_| ())
     }
 
     pub fn truncate(&self, group: u32, from: u64) -> Result<DurableWait, StorageError> {

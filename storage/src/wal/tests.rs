@@ -43,7 +43,8 @@ async fn truncate_purge_vote_survive_reopen() {
         e.truncate(1, 8).unwrap().wait().await.unwrap();
         e.purge(1, 3, b"p3".to_vec()).unwrap().wait().await.unwrap();
         e.save_vote(1, b"v".to_vec()).unwrap().wait().await.unwrap();
-        e.save_committed(1, b"c".to_vec()).unwrap().wait().await.unwrap();
+        e.save_committed(1, b"c".to_vec()).unwrap();
+        e.save_vote(1, b"v".to_vec()).unwrap().wait().await.unwrap();
     }
     let e = LogEngine::open(dir.path(), SEGMENT_BYTES_DEFAULT).unwrap();
     let st = e.group_state(1);
