@@ -19,12 +19,16 @@ use crate::command::CHAT_NAME_MAX;
 use crate::command::CLIENT_MSG_ID_MAX;
 use crate::command::MEMBERS_MAX;
 
+/// Replicated keys under this prefix announce their changes (a user's chat index).
+pub const NOTIFY_KEY_PREFIX: &[u8] = b"uc/";
+
 /// A committed change that connected clients may want to hear about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Applied {
     Message { chat: uuid::Uuid, message: MessageRecord },
     Receipt { chat: uuid::Uuid, user: uuid::Uuid, delivered: u64, read: u64 },
     Members { chat: uuid::Uuid },
+    Key { key: Vec<u8>, present: bool },
 }
 
 fn reject(r: Rejection) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
@@ -168,7 +172,9 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 return reject(Rejection::KeyExists);
             }
             w.kv_put(key, value.clone());
-            Ok((CommandOutcome::Put, None))
+            let event =
+                key.starts_with(NOTIFY_KEY_PREFIX).then(|| Applied::Key { key: key.clone(), present: value.is_some() });
+            Ok((CommandOutcome::Put, event))
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`command`]: chat commands and their outcomes (what clients ask for).
 //! - [`apply`]: pure, deterministic apply of chat commands; per-chat seqs, dedup, receipts.
 //! - [`meta`]: the metadata group: nodes, placement of data groups, chat -> group hash.
+//! - [`events`]: recent committed events per group, polled locally or by other nodes.
 //! - [`state_machine`]: openraft's state machine over `raftchat_storage`; snapshot files.
 //! - [`transport`]: one multiplexed TCP connection per node pair, handshake, priority lanes.
 //! - [`network`]: openraft's `RaftNetwork` for one (group, peer) over the transport.
@@ -26,6 +27,7 @@ pub mod batcher;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod meta;
 pub mod network;
 pub mod node;

@@ -38,6 +38,8 @@ pub struct ClusterLayout {
     pub placement: Vec<Vec<NodeId>>,
     /// Raised by every change.
     pub epoch: u64,
+    /// Signs session tokens; drawn once by the bootstrapping node and replicated.
+    pub token_secret: Vec<u8>,
 }
 
 impl ClusterLayout {
@@ -53,7 +55,14 @@ impl ClusterLayout {
                 r
             })
             .collect();
-        ClusterLayout { cluster_id: cluster_id.to_string(), data_groups, nodes, placement, epoch: 1 }
+        ClusterLayout {
+            cluster_id: cluster_id.to_string(),
+            data_groups,
+            nodes,
+            placement,
+            epoch: 1,
+            token_secret: Vec::new(),
+        }
     }
 
     pub fn replicas(&self, group: GroupId) -> &[NodeId] {

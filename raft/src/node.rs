@@ -23,12 +23,12 @@ use raftchat_storage::identity::Identity;
 use raftchat_storage::log_store::GroupLog;
 use raftchat_storage::wal::LogEngine;
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
 use tokio::sync::watch;
 
 use crate::batcher::Batcher;
 use crate::config::CoreConfig;
 use crate::error::RaftError;
+use crate::events::EventLog;
 use crate::meta::ClusterLayout;
 use crate::meta::MetaCommand;
 use crate::meta::NodeInfo;
@@ -36,7 +36,6 @@ use crate::network::NetworkFactory;
 use crate::rpc::AppError;
 use crate::rpc::RpcRequest;
 use crate::rpc::RpcResponse;
-use crate::state_machine::GroupEvent;
 use crate::state_machine::GroupStateMachine;
 use crate::state_machine::Listeners;
 use crate::transport::listener;
@@ -48,9 +47,6 @@ use crate::types::NodeId;
 use crate::types::Raft;
 use crate::types::Request;
 use crate::types::META_GROUP;
-
-/// Chat events buffered for slow listeners before they lag (and resync).
-const EVENTS_BUFFER: usize = 65_536;
 
 /// One group hosted on this node.
 pub struct GroupHandle {
@@ -75,7 +71,7 @@ pub struct NodeInner {
     pub(crate) pool: Arc<PeerPool>,
     groups: RwLock<HashMap<GroupId, Arc<GroupHandle>>>,
     layout_tx: watch::Sender<Option<ClusterLayout>>,
-    events: broadcast::Sender<GroupEvent>,
+    events: Arc<EventLog>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -126,7 +122,7 @@ impl Node {
             raft_addr: raft_addr.clone(),
         };
         let (layout_tx, _) = watch::channel(None);
-        let (events, _) = broadcast::channel(EVENTS_BUFFER);
+        let events = Arc::new(EventLog::default());
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| NodeInner {
             pool: PeerPool::new(me, Arc::new(InboundHandler(weak.clone())), pristine, shutdown.clone()),
             config,
@@ -171,9 +167,9 @@ impl Node {
         self.inner.layout_tx.subscribe()
     }
 
-    /// Committed chat events of the groups hosted here.
-    pub fn events(&self) -> broadcast::Receiver<GroupEvent> {
-        self.inner.events.subscribe()
+    /// Recent committed chat events of the groups hosted here.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.inner.events
     }
 
     pub fn group(&self, g: GroupId) -> Option<Arc<GroupHandle>> {
@@ -276,7 +272,8 @@ impl Node {
             return;
         }
         self.inner.pool.set_pristine(false);
-        let layout = ClusterLayout::initial(&self.inner.config.cluster_id, nodes, self.inner.config.data_groups);
+        let mut layout = ClusterLayout::initial(&self.inner.config.cluster_id, nodes, self.inner.config.data_groups);
+        layout.token_secret = (0..32).map(|_| rand::random::<u8>()).collect();
         tracing::info!(nodes = layout.nodes.len(), groups = layout.data_groups, "bootstrapping a new cluster");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while tokio::time::Instant::now() < deadline && !*shutdown.borrow() {
@@ -366,6 +363,10 @@ impl Node {
             RpcRequest::MetaWrite(cmd) => RpcResponse::MetaWrite(self.meta_write_local(&g, cmd).await),
             RpcRequest::Read { query, linearizable } => {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
+            }
+            RpcRequest::PollEvents { epoch, after, wait_ms } => {
+                let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(10_000)));
+                RpcResponse::Events(self.inner.events.poll(group, epoch, after, wait).await)
             }
         }
     }

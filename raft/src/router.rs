@@ -173,6 +173,26 @@ impl Router {
         Err(AppError::Unavailable(format!("deadline passed; last error: {last_err}")))
     }
 
+    /// Polls recent events of group `g` from `from` (a replica), waiting up to `wait_ms`.
+    pub async fn poll_events(
+        &self,
+        g: GroupId,
+        from: NodeId,
+        epoch: u64,
+        after: Option<u64>,
+        wait_ms: u32,
+    ) -> Result<crate::events::EventBatch, AppError> {
+        if from == self.node.id() && self.node.group(g).is_some() {
+            let wait = Duration::from_millis(u64::from(wait_ms));
+            return Ok(self.node.events().poll(g, epoch, after, wait).await);
+        }
+        match self.call(from, g, RpcRequest::PollEvents { epoch, after, wait_ms }).await? {
+            RpcResponse::Events(b) => Ok(b),
+            RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
+            _ => Err(AppError::Unknown("unexpected response".into())),
+        }
+    }
+
     async fn call(&self, target: NodeId, g: GroupId, req: RpcRequest) -> Result<RpcResponse, AppError> {
         self.node.pool().call(target, g, req, CALL_TIMEOUT).await.map_err(|e| match e {
             CallError::Unreachable => AppError::Unavailable(format!("node {target} unreachable")),
@@ -269,5 +289,10 @@ pub fn execute(state: &raftchat_storage::chat_store::GroupState, query: &ReadQue
             Ok(ReadResult::Member(state.member(chat, user)?))
         }
         ReadQuery::Key { key } => Ok(ReadResult::Key(state.kv_get(key)?)),
+        ReadQuery::KeyPrefix { prefix, limit } => {
+            let mut keys = state.kv_scan(prefix)?;
+            keys.truncate(*limit as usize);
+            Ok(ReadResult::Keys(keys))
+        }
     }
 }

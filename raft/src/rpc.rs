@@ -37,6 +37,12 @@ pub enum RpcRequest {
         query: ReadQuery,
         linearizable: bool,
     },
+    /// Recent committed events of the group after `after` (see `events::EventLog::poll`).
+    PollEvents {
+        epoch: u64,
+        after: Option<u64>,
+        wait_ms: u32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +53,7 @@ pub enum RpcResponse {
     Write(Result<CommandOutcome, AppError>),
     MetaWrite(Result<(), AppError>),
     Read(Result<ReadResult, AppError>),
+    Events(crate::events::EventBatch),
     /// The receiving node has no replica of that group.
     GroupNotHosted,
 }
@@ -80,6 +87,8 @@ pub enum ReadQuery {
     Member { chat: ChatId, user: UserId },
     /// A replicated key.
     Key { key: Vec<u8> },
+    /// Replicated keys starting with `prefix`, at most `limit`.
+    KeyPrefix { prefix: Vec<u8>, limit: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,4 +97,5 @@ pub enum ReadResult {
     Chat { header: ChatHeader, members: Vec<(UserId, Member)> },
     Member(Option<Member>),
     Key(Option<Vec<u8>>),
+    Keys(Vec<(Vec<u8>, Vec<u8>)>),
 }

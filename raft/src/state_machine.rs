@@ -21,7 +21,9 @@ use raftchat_storage::error::to_raft_io;
 use raftchat_storage::snapshot;
 use raftchat_storage::snapshot::SnapshotDir;
 use raftchat_storage::StorageError;
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use crate::events::EventLog;
 use tokio::sync::watch;
 
 use crate::apply::Applied;
@@ -33,18 +35,11 @@ use crate::types::Request;
 use crate::types::Response;
 use crate::types::TypeConfig;
 
-/// A committed change of a group, for whoever listens (delivery to connected clients).
-#[derive(Debug, Clone)]
-pub struct GroupEvent {
-    pub group: GroupId,
-    pub applied: Applied,
-}
-
 /// Where applied changes are announced.
 #[derive(Clone, Default)]
 pub struct Listeners {
-    /// Chat events; bounded and lossy: a lagging listener resyncs from storage.
-    pub events: Option<broadcast::Sender<GroupEvent>>,
+    /// Chat events, kept in a bounded ring per group for pollers.
+    pub events: Option<Arc<EventLog>>,
     /// The cluster layout (meta group only).
     pub layout: Option<watch::Sender<Option<ClusterLayout>>>,
 }
@@ -150,11 +145,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let AppliedBatch { responses, events, layout } =
             self.apply_entries(entries).map_err(|e| sm_err(e, ErrorVerb::Write))?;
-        if let Some(tx) = &self.listeners.events {
-            for applied in events {
-                // No receivers is fine: nobody is connected.
-                let _ = tx.send(GroupEvent { group: self.group, applied });
-            }
+        if let Some(log) = &self.listeners.events {
+            log.push(self.group, events);
         }
         if let (Some(tx), Some(l)) = (&self.listeners.layout, layout) {
             tx.send_replace(Some(l));

@@ -62,6 +62,21 @@ pub struct NodeArgs {
     /// Raft entries of one group in flight at once [default: 4]; fewer makes larger batches.
     #[arg(long, env = "RAFTCHAT_BATCHES_IN_FLIGHT")]
     pub batches_in_flight: Option<usize>,
+    /// Session token lifetime in seconds [default: 86400].
+    #[arg(long, env = "RAFTCHAT_TOKEN_TTL_SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// Messages per second a user may send, sustained [default: 50].
+    #[arg(long, env = "RAFTCHAT_SENDS_PER_SEC")]
+    pub sends_per_sec: Option<f64>,
+    /// Messages a user may send in a burst above the sustained rate [default: 200].
+    #[arg(long, env = "RAFTCHAT_SENDS_BURST")]
+    pub sends_burst: Option<f64>,
+    /// WebSocket connections this node accepts at most [default: 100000].
+    #[arg(long, env = "RAFTCHAT_WS_CONNECTIONS_MAX")]
+    pub ws_connections_max: Option<usize>,
+    /// Deliveries queued per WebSocket before it is dropped as a slow consumer [default: 4096].
+    #[arg(long, env = "RAFTCHAT_WS_QUEUE_LEN")]
+    pub ws_queue_len: Option<usize>,
     /// Async runtime worker threads [default: the number of cores].
     #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -89,6 +104,11 @@ pub struct NodeConfig {
     pub listen: String,
     pub max_text_bytes: usize,
     pub log_format: String,
+    pub token_ttl_secs: u64,
+    pub sends_per_sec: f64,
+    pub sends_burst: f64,
+    pub ws_connections_max: usize,
+    pub ws_queue_len: usize,
 }
 
 macro_rules! merge {
@@ -154,7 +174,17 @@ impl NodeArgs {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!("log format must be text or json, not {log_format:?}")));
         }
-        Ok(NodeConfig { core, listen, max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024), log_format })
+        Ok(NodeConfig {
+            core,
+            listen,
+            max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024),
+            log_format,
+            token_ttl_secs: self.token_ttl_secs.unwrap_or(86_400).max(1),
+            sends_per_sec: self.sends_per_sec.unwrap_or(50.0).max(0.1),
+            sends_burst: self.sends_burst.unwrap_or(200.0).max(1.0),
+            ws_connections_max: self.ws_connections_max.unwrap_or(100_000).max(1),
+            ws_queue_len: self.ws_queue_len.unwrap_or(4096).max(16),
+        })
     }
 }
 

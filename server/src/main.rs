@@ -5,12 +5,21 @@
 //! - [`config`]: flags > env > file > defaults, resolved into the core's settings.
 //! - [`run`]: starts a node (the replicated core plus its HTTP server) and stops it cleanly.
 //! - [`dev`]: N nodes on 127.0.0.1 in one process, for trying raftchat out.
-//! - [`http`]: the client-facing HTTP API.
+//! - [`http`]: the HTTP server: health, the core API, errors.
+//! - [`api`]: the public REST API under `/api/v1`; [`ws`]: the WebSocket endpoint `/ws`.
+//! - [`service`]: what the chat API does (accounts, chats, messages), on the core's router.
+//! - [`delivery`]: committed events to the connections of this node.
+//! - [`auth`]: password hashes and session tokens.
 
+mod api;
+mod auth;
 mod config;
+mod delivery;
 mod dev;
 mod http;
 mod run;
+mod service;
+mod ws;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -59,10 +59,25 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
     let node = Node::start(core, shutdown.clone())
         .await
         .with_context(|| format!("node {} failed to start", cfg.core.node_id))?;
+    let router = Arc::new(GroupRouter::new(node.clone()));
+    let service = crate::service::ChatService {
+        node: node.clone(),
+        router: router.clone(),
+        config: crate::service::ServiceConfig {
+            max_text_bytes: cfg.max_text_bytes,
+            token_ttl_ms: cfg.token_ttl_secs * 1000,
+        },
+        limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
+    };
+    let hub = crate::delivery::Hub::new(service.clone(), cfg.ws_queue_len, shutdown.clone());
     let state = http::AppState {
         node: node.clone(),
-        router: Arc::new(GroupRouter::new(node.clone())),
+        router,
         max_text_bytes: cfg.max_text_bytes,
+        service,
+        hub,
+        ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.ws_connections_max)),
+        shutdown: shutdown.clone(),
     };
     let app = http::routes(state);
     let mut sd = shutdown.clone();

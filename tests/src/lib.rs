@@ -5,9 +5,11 @@
 //!
 //! - [`Cluster`]: start N nodes, kill, restart, wait for readiness, read status.
 //! - [`client`]: the core HTTP API (create chat, append, history).
+//! - [`chat`]: the chat API client (REST and WebSocket), also used by examples.
 //!
 //! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
 
+pub mod chat;
 pub mod client;
 mod cluster;
 

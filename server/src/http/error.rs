@@ -61,3 +61,25 @@ impl From<Rejection> for ApiError {
         }
     }
 }
+
+/// A JSON body whose rejections (malformed JSON, wrong fields, oversize) are API errors.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}

@@ -69,6 +69,7 @@ struct NodeStatus {
     wal_fsyncs: u64,
     wal_entries: u64,
     wal_requests: u64,
+    ws_connections: usize,
 }
 
 async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -103,6 +104,7 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
         wal_fsyncs: wal.fsyncs.load(Relaxed),
         wal_entries: wal.entries.load(Relaxed),
         wal_requests: wal.requests.load(Relaxed),
+        ws_connections: s.hub.connections(),
     };
     Json(serde_json::to_value(st).unwrap_or_default())
 }

@@ -2,7 +2,9 @@
 //!
 //! - [`health`]: `/livez`, `/readyz`, `/internal/v1/status`.
 //! - [`core_api`]: the replicated core's chat log over HTTP (`/internal/v1/chats/...`), used by
-//!   the cluster tests and benchmarks; the public chat API builds on the same router.
+//!   the cluster tests and benchmarks.
+//! - The public chat API is in [`crate::api`] (REST) and [`crate::ws`] (WebSocket).
+//! - [`error`]: API errors and the JSON body extractor.
 
 pub mod core_api;
 pub mod error;
@@ -14,6 +16,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use raftchat_raft::node::Node;
 use raftchat_raft::router::Router as GroupRouter;
+use tokio::sync::watch;
+use tokio::sync::Semaphore;
 
 /// Largest request body the API accepts.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -24,12 +28,19 @@ pub struct AppState {
     pub node: Node,
     pub router: Arc<GroupRouter>,
     pub max_text_bytes: usize,
+    pub service: crate::service::ChatService,
+    pub hub: Arc<crate::delivery::Hub>,
+    /// One permit per open WebSocket: the connection cap.
+    pub ws_slots: Arc<Semaphore>,
+    pub shutdown: watch::Receiver<bool>,
 }
 
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(core_api::routes())
+        .merge(crate::api::routes())
+        .merge(crate::ws::routes())
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }

@@ -1,0 +1,142 @@
+//! Recent committed events of each group hosted on this node, for delivery to clients.
+//!
+//! The state machine pushes every event into a bounded ring per group as it applies. Readers,
+//! on this node or (through `RpcRequest::PollEvents`) on any other, poll a ring from the last
+//! id they saw and wait for new events. A reader that fell behind the ring, or whose ring was
+//! recreated (`epoch` changed: the node restarted), gets `reset` and must resync from storage;
+//! delivery does that per chat anyway by filling seq gaps from history.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::apply::Applied;
+use crate::types::GroupId;
+
+/// Events kept per group.
+pub const RING_LEN: usize = 8192;
+/// Events returned by one poll at most.
+pub const POLL_MAX: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub epoch: u64,
+    /// Ids and events, oldest first.
+    pub events: Vec<(u64, Applied)>,
+    /// The id to poll after next time.
+    pub last: u64,
+    /// Events between the caller's position and `events` were lost.
+    pub reset: bool,
+}
+
+struct Ring {
+    epoch: u64,
+    /// Id of the newest event (0 = none yet).
+    last: u64,
+    buf: VecDeque<(u64, Applied)>,
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+pub struct EventLog {
+    rings: Mutex<HashMap<GroupId, Ring>>,
+}
+
+impl EventLog {
+    fn rings(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Ring>> {
+        self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ring(rings: &mut HashMap<GroupId, Ring>, group: GroupId) -> &mut Ring {
+        rings.entry(group).or_insert_with(|| Ring {
+            epoch: rand::random::<u64>() | 1,
+            last: 0,
+            buf: VecDeque::new(),
+            notify: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn push(&self, group: GroupId, events: impl IntoIterator<Item = Applied>) {
+        let mut rings = self.rings();
+        let ring = Self::ring(&mut rings, group);
+        let mut any = false;
+        for e in events {
+            ring.last += 1;
+            ring.buf.push_back((ring.last, e));
+            if ring.buf.len() > RING_LEN {
+                ring.buf.pop_front();
+            }
+            any = true;
+        }
+        if any {
+            ring.notify.notify_waiters();
+        }
+    }
+
+    /// Events of `group` after `after` in ring `epoch`; `None` starts from now. Waits up to
+    /// `wait` when there is nothing new.
+    pub async fn poll(&self, group: GroupId, epoch: u64, after: Option<u64>, wait: Duration) -> EventBatch {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = {
+                let mut rings = self.rings();
+                let ring = Self::ring(&mut rings, group);
+                let (after, mut reset) = match after {
+                    Some(a) if epoch == ring.epoch && a <= ring.last => (a, false),
+                    Some(_) => (ring.buf.front().map_or(ring.last, |(id, _)| id - 1), true),
+                    None => (ring.last, false),
+                };
+                let oldest = ring.buf.front().map_or(ring.last + 1, |(id, _)| *id);
+                if after + 1 < oldest {
+                    reset = true;
+                }
+                let events: Vec<(u64, Applied)> =
+                    ring.buf.iter().filter(|(id, _)| *id > after).take(POLL_MAX).cloned().collect();
+                if !events.is_empty() || reset || tokio::time::Instant::now() >= deadline {
+                    let last = events.last().map_or(after, |(id, _)| *id);
+                    return EventBatch { epoch: ring.epoch, events, last, reset };
+                }
+                ring.notify.clone()
+            };
+            // Register before re-checking would be ideal; a missed wake-up costs at most `wait`.
+            let _ = tokio::time::timeout_at(deadline, notified.notified()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(i: u64) -> Applied {
+        Applied::Members { chat: uuid::Uuid::from_u128(i as u128) }
+    }
+
+    #[tokio::test]
+    async fn poll_from_now_then_after_and_reset() {
+        let log = Arc::new(EventLog::default());
+        let start = log.poll(1, 0, None, Duration::from_millis(1)).await;
+        assert!(start.events.is_empty() && !start.reset);
+        let l2 = log.clone();
+        let waiter =
+            tokio::spawn(async move { l2.poll(1, start.epoch, Some(start.last), Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log.push(1, [ev(1), ev(2)]);
+        let got = waiter.await.unwrap();
+        assert_eq!(got.events.len(), 2);
+        assert!(!got.reset);
+        // A stale epoch or a position before the ring's start resets.
+        let stale = log.poll(1, 12345, Some(got.last), Duration::from_millis(1)).await;
+        assert!(stale.reset);
+        log.push(1, (0..RING_LEN as u64 + 10).map(ev));
+        let behind = log.poll(1, got.epoch, Some(got.last), Duration::from_millis(1)).await;
+        assert!(behind.reset);
+        assert_eq!(behind.events.len(), POLL_MAX);
+    }
+}

@@ -1,0 +1,112 @@
+//! `POST /api/v1/messages` and `GET /api/v1/messages/{chatId}`.
+
+use axum::extract::Path;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::Json;
+use raftchat_raft::router::Consistency;
+use raftchat_storage::chat_store::MessageRecord;
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::parse_id;
+use super::AuthUser;
+use crate::http::error::ApiError;
+use crate::http::error::JsonBody;
+use crate::http::AppState;
+use crate::service::messages::Target;
+use crate::service::rfc3339;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Send {
+    to_user_id: Option<Uuid>,
+    group_id: Option<Uuid>,
+    chat_id: Option<Uuid>,
+    message: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    client_msg_id: Option<String>,
+}
+
+/// `POST /api/v1/messages {toUserId | groupId | chatId, message, type, clientMsgId?}`; answers
+/// only after the message is committed on a quorum.
+pub async fn send(
+    State(s): State<AppState>,
+    AuthUser(me): AuthUser,
+    JsonBody(req): JsonBody<Send>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let target = match (req.to_user_id, req.group_id.or(req.chat_id)) {
+        (Some(u), None) => Target::User(u),
+        (None, Some(c)) => Target::Chat(c),
+        _ => return Err(ApiError::bad_request("name exactly one of toUserId, groupId or chatId")),
+    };
+    let sent =
+        s.service.send(me, target, req.message, req.kind.as_deref().unwrap_or("text"), req.client_msg_id).await?;
+    Ok(Json(serde_json::json!({
+        "messageId": sent.message_id,
+        "chatId": sent.chat,
+        "seq": sent.seq,
+        "clientMsgId": sent.client_msg_id,
+        "timestamp": rfc3339(sent.ts_ms),
+        "status": "sent",
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    limit: Option<u32>,
+    before: Option<u64>,
+    after: Option<u64>,
+    consistency: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageJson {
+    message_id: Uuid,
+    chat_id: Uuid,
+    seq: u64,
+    from: Uuid,
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
+    client_msg_id: String,
+    timestamp: String,
+}
+
+pub fn message_json(chat: Uuid, m: MessageRecord) -> MessageJson {
+    MessageJson {
+        message_id: m.message_id,
+        chat_id: chat,
+        seq: m.seq,
+        from: m.sender,
+        kind: m.kind,
+        message: m.body,
+        client_msg_id: m.client_msg_id,
+        timestamp: rfc3339(m.ts_ms),
+    }
+}
+
+/// `GET /api/v1/messages/{chatId}?limit=50&before=SEQ` (newest first) or `&after=SEQ` (oldest
+/// first).
+pub async fn history(
+    State(s): State<AppState>,
+    AuthUser(me): AuthUser,
+    Path(chat): Path<String>,
+    Query(p): Query<HistoryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chat = parse_id(&chat, "unknown_chat")?;
+    let _ = p.token;
+    let c = match p.consistency.as_deref() {
+        None | Some("linearizable") => Consistency::Linearizable,
+        Some("local") => Consistency::Local,
+        Some(other) => return Err(ApiError::bad_request(format!("unknown consistency {other:?}"))),
+    };
+    let (messages, has_more, head) = s.service.history(me, chat, p.after, p.before, p.limit.unwrap_or(50), c).await?;
+    let messages: Vec<MessageJson> = messages.into_iter().map(|m| message_json(chat, m)).collect();
+    Ok(Json(serde_json::json!({ "messages": messages, "hasMore": has_more, "lastSeq": head })))
+}

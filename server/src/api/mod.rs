@@ -1,0 +1,65 @@
+//! The public REST API under `/api/v1` (the design brief's shapes, extended).
+//!
+//! - [`users`]: `POST /users`, `POST /sessions`.
+//! - [`chats`]: `POST /chats`, `GET /chats`, `GET /chats/{id}`, members, `POST /chats/{id}/read`.
+//! - [`messages`]: `POST /messages`, `GET /messages/{chatId}`.
+//! - [`openapi`]: `GET /openapi.json`.
+//!
+//! Every call but registration, login and the OpenAPI document needs a bearer token
+//! (`Authorization: Bearer <token>`, or `?token=`).
+
+pub mod chats;
+pub mod messages;
+pub mod openapi;
+pub mod users;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::routing::delete;
+use axum::routing::get;
+use axum::routing::post;
+use axum::Router;
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/users", post(users::register))
+        .route("/api/v1/sessions", post(users::login))
+        .route("/api/v1/chats", post(chats::create).get(chats::list))
+        .route("/api/v1/chats/{chat_id}", get(chats::show))
+        .route("/api/v1/chats/{chat_id}/members", post(chats::add_member))
+        .route("/api/v1/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
+        .route("/api/v1/chats/{chat_id}/read", post(chats::read))
+        .route("/api/v1/messages", post(messages::send))
+        .route("/api/v1/messages/{chat_id}", get(messages::history))
+        .route("/api/v1/openapi.json", get(openapi::document))
+}
+
+/// The authenticated caller.
+pub struct AuthUser(pub Uuid);
+
+/// The bearer token of a request: the Authorization header, else the `token` query parameter.
+pub fn bearer(parts: &Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return h.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=").map(|t| t.to_string())))
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "a bearer token is required"))?;
+        Ok(AuthUser(state.service.authenticate(&token)?))
+    }
+}
+
+pub fn parse_id(s: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, what, format!("{s:?} is not a valid id")))
+}

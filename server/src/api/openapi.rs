@@ -1,0 +1,85 @@
+//! `GET /api/v1/openapi.json`: the REST API as an OpenAPI 3.0 document.
+
+use axum::Json;
+use serde_json::json;
+
+fn err() -> serde_json::Value {
+    json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok(schema: serde_json::Value) -> serde_json::Value {
+    json!({ "description": "ok", "content": { "application/json": { "schema": schema } } })
+}
+
+fn body(schema: serde_json::Value) -> serde_json::Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
+}
+
+fn chat_param() -> serde_json::Value {
+    json!({ "name": "chatId", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })
+}
+
+pub async fn document() -> Json<serde_json::Value> {
+    let secured = json!([{ "bearer": [] }]);
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": { "title": "raftchat", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Chat API of raftchat; see docs/PROTOCOL.md for examples and the WebSocket frames." },
+        "servers": [{ "url": "/api/v1" }],
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "object", "properties": {
+                    "code": { "type": "string" }, "message": { "type": "string" } } } } },
+                "Credentials": { "type": "object", "required": ["username", "password"], "properties": {
+                    "username": { "type": "string", "minLength": 3, "maxLength": 32 },
+                    "password": { "type": "string", "minLength": 8, "maxLength": 256 } } },
+                "Chat": { "type": "object", "properties": {
+                    "chatId": { "type": "string", "format": "uuid" }, "type": { "type": "string", "enum": ["direct", "group"] },
+                    "name": { "type": "string" }, "members": { "type": "array", "items": { "type": "string", "format": "uuid" } },
+                    "admins": { "type": "array", "items": { "type": "string", "format": "uuid" } },
+                    "memberCount": { "type": "integer" }, "lastSeq": { "type": "integer" }, "readSeq": { "type": "integer" },
+                    "deliveredSeq": { "type": "integer" }, "unread": { "type": "integer" } } },
+                "Message": { "type": "object", "properties": {
+                    "messageId": { "type": "string", "format": "uuid" }, "chatId": { "type": "string", "format": "uuid" },
+                    "seq": { "type": "integer" }, "from": { "type": "string", "format": "uuid" }, "type": { "type": "string" },
+                    "message": { "type": "string" }, "clientMsgId": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" } } }
+            }
+        },
+        "paths": {
+            "/users": { "post": { "summary": "Register", "requestBody": body(json!({ "$ref": "#/components/schemas/Credentials" })),
+                "responses": { "201": ok(json!({ "type": "object", "properties": { "userId": { "type": "string" }, "username": { "type": "string" } } })), "409": err(), "400": err() } } },
+            "/sessions": { "post": { "summary": "Log in for a bearer token", "requestBody": body(json!({ "$ref": "#/components/schemas/Credentials" })),
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "token": { "type": "string" }, "userId": { "type": "string" }, "expiresAt": { "type": "string" } } })), "401": err() } } },
+            "/chats": {
+                "post": { "summary": "Create a direct or group chat", "security": secured,
+                    "requestBody": body(json!({ "type": "object", "required": ["type"], "properties": { "type": { "type": "string", "enum": ["direct", "group"] }, "name": { "type": "string" }, "members": { "type": "array", "items": { "type": "string", "format": "uuid" } } } })),
+                    "responses": { "200": ok(json!({ "$ref": "#/components/schemas/Chat" })), "400": err(), "401": err(), "404": err() } },
+                "get": { "summary": "The caller's chats", "security": secured,
+                    "responses": { "200": ok(json!({ "type": "object", "properties": { "chats": { "type": "array", "items": { "$ref": "#/components/schemas/Chat" } } } })), "401": err() } } },
+            "/chats/{chatId}": { "get": { "summary": "One chat", "security": secured, "parameters": [chat_param()],
+                "responses": { "200": ok(json!({ "$ref": "#/components/schemas/Chat" })), "403": err(), "404": err() } } },
+            "/chats/{chatId}/members": { "post": { "summary": "Add a member (admins)", "security": secured, "parameters": [chat_param()],
+                "requestBody": body(json!({ "type": "object", "required": ["userId"], "properties": { "userId": { "type": "string", "format": "uuid" } } })),
+                "responses": { "200": ok(json!({ "type": "object" })), "403": err(), "404": err() } } },
+            "/chats/{chatId}/members/{userId}": { "delete": { "summary": "Remove a member (admins) or leave", "security": secured,
+                "parameters": [chat_param(), { "name": "userId", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+                "responses": { "200": ok(json!({ "type": "object" })), "403": err(), "404": err() } } },
+            "/chats/{chatId}/read": { "post": { "summary": "Mark read up to seq", "security": secured, "parameters": [chat_param()],
+                "requestBody": body(json!({ "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer" } } })),
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "delivered": { "type": "integer" }, "read": { "type": "integer" } } })), "403": err() } } },
+            "/messages": { "post": { "summary": "Send; answers after the quorum commit", "security": secured,
+                "requestBody": body(json!({ "type": "object", "required": ["message"], "properties": {
+                    "toUserId": { "type": "string", "format": "uuid" }, "groupId": { "type": "string", "format": "uuid" }, "chatId": { "type": "string", "format": "uuid" },
+                    "message": { "type": "string" }, "type": { "type": "string", "enum": ["text", "image", "video", "file"] }, "clientMsgId": { "type": "string", "maxLength": 128 } } })),
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "messageId": { "type": "string" }, "chatId": { "type": "string" }, "seq": { "type": "integer" }, "timestamp": { "type": "string" }, "status": { "type": "string", "enum": ["sent"] } } })),
+                    "400": err(), "403": err(), "404": err(), "413": err(), "429": err(), "503": err(), "504": err() } } },
+            "/messages/{chatId}": { "get": { "summary": "History", "security": secured,
+                "parameters": [chat_param(),
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 50, "maximum": 1000 } },
+                    { "name": "before", "in": "query", "schema": { "type": "integer" } },
+                    { "name": "after", "in": "query", "schema": { "type": "integer" } }],
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "messages": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } }, "hasMore": { "type": "boolean" }, "lastSeq": { "type": "integer" } } })), "403": err(), "404": err() } } }
+        }
+    }))
+}

@@ -1,0 +1,37 @@
+//! `POST /api/v1/users` and `POST /api/v1/sessions`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+
+use crate::http::error::ApiError;
+use crate::http::error::JsonBody;
+use crate::http::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+pub async fn register(
+    State(s): State<AppState>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let r = s.service.register(&c.username, &c.password).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "userId": r.user_id, "username": r.username }))))
+}
+
+pub async fn login(
+    State(s): State<AppState>,
+    JsonBody(c): JsonBody<Credentials>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = s.service.login(&c.username, &c.password).await?;
+    Ok(Json(serde_json::json!({
+        "token": session.token,
+        "userId": session.user_id,
+        "expiresAt": crate::service::rfc3339(session.expires_ms),
+    })))
+}

@@ -1,0 +1,103 @@
+//! Passwords (argon2id) and session tokens (HMAC-SHA256 with the cluster secret).
+//!
+//! A token is `base64url(user id (16) | expires at ms (8 BE) | HMAC-SHA256 of those 24 bytes)`.
+//! Every node can check it without a lookup; the secret is drawn once at cluster bootstrap and
+//! replicated in the cluster layout.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::PasswordHash;
+use argon2::password_hash::PasswordHasher;
+use argon2::password_hash::PasswordVerifier;
+use argon2::password_hash::SaltString;
+use argon2::Argon2;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::Hmac;
+use hmac::Mac;
+use sha2::Sha256;
+use uuid::Uuid;
+
+const TOKEN_BYTES: usize = 16 + 8 + 32;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("bad token signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+}
+
+/// Hashes a password with argon2id and a random salt (CPU-heavy: call off the async threads).
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Checks a password against a stored PHC hash.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn mac(secret: &[u8], data: &[u8]) -> Result<[u8; 32], TokenError> {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Malformed)?;
+    m.update(data);
+    Ok(m.finalize().into_bytes().into())
+}
+
+pub fn issue_token(secret: &[u8], user: Uuid, expires_ms: u64) -> Result<String, TokenError> {
+    let mut buf = Vec::with_capacity(TOKEN_BYTES);
+    buf.extend_from_slice(user.as_bytes());
+    buf.extend_from_slice(&expires_ms.to_be_bytes());
+    let sig = mac(secret, &buf)?;
+    buf.extend_from_slice(&sig);
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// Returns the user of a valid, unexpired token.
+pub fn check_token(secret: &[u8], token: &str, now_ms: u64) -> Result<Uuid, TokenError> {
+    let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| TokenError::Malformed)?;
+    if raw.len() != TOKEN_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    let (data, sig) = raw.split_at(24);
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Malformed)?;
+    m.update(data);
+    m.verify_slice(sig).map_err(|_| TokenError::BadSignature)?;
+    let user = Uuid::from_slice(&data[..16]).map_err(|_| TokenError::Malformed)?;
+    let mut exp = [0u8; 8];
+    exp.copy_from_slice(&data[16..24]);
+    if u64::from_be_bytes(exp) <= now_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip_and_rejections() {
+        let s = b"secret-secret-secret-secret-1234";
+        let u = Uuid::new_v4();
+        let t = issue_token(s, u, 10_000).unwrap();
+        assert_eq!(check_token(s, &t, 9_999), Ok(u));
+        assert_eq!(check_token(s, &t, 10_000), Err(TokenError::Expired));
+        assert_eq!(check_token(b"other-secret-other-secret-123456", &t, 1), Err(TokenError::BadSignature));
+        let mut bad = t.clone().into_bytes();
+        bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
+        assert!(check_token(s, std::str::from_utf8(&bad).unwrap(), 1).is_err());
+        assert_eq!(check_token(s, "not a token", 1), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn passwords_verify() {
+        let h = hash_password("hunter22").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("hunter22", &h));
+        assert!(!verify_password("hunter23", &h));
+        assert!(!verify_password("x", "garbage"));
+    }
+}

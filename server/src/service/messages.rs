@@ -1,0 +1,125 @@
+//! Sending messages, reading history, receipts.
+
+use axum::http::StatusCode;
+use raftchat_raft::command::ChatCommand;
+use raftchat_raft::command::CommandOutcome;
+use raftchat_raft::router::Consistency;
+use raftchat_raft::rpc::ReadQuery;
+use raftchat_raft::rpc::ReadResult;
+use raftchat_storage::chat_store::MessageRecord;
+use uuid::Uuid;
+
+use super::ChatService;
+use crate::http::error::ApiError;
+
+/// Where a message goes.
+pub enum Target {
+    User(Uuid),
+    Chat(Uuid),
+}
+
+/// A committed message, as its sender learns it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub chat: Uuid,
+    pub seq: u64,
+    pub message_id: Uuid,
+    pub ts_ms: u64,
+    pub client_msg_id: String,
+}
+
+pub const KINDS: [&str; 4] = ["text", "image", "video", "file"];
+
+impl ChatService {
+    pub async fn send(
+        &self,
+        me: Uuid,
+        target: Target,
+        text: String,
+        kind: &str,
+        client_msg_id: Option<String>,
+    ) -> Result<Sent, ApiError> {
+        if text.len() > self.config.max_text_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("message is {} bytes; the limit is {}", text.len(), self.config.max_text_bytes),
+            ));
+        }
+        if !KINDS.contains(&kind) {
+            return Err(ApiError::bad_request(format!("type must be one of {KINDS:?}")));
+        }
+        let client_msg_id = client_msg_id.unwrap_or_else(|| Uuid::new_v4().to_string());
+        if client_msg_id.is_empty() || client_msg_id.len() > raftchat_raft::command::CLIENT_MSG_ID_MAX {
+            return Err(ApiError::bad_request("clientMsgId must be 1 to 128 bytes"));
+        }
+        if !self.limiter.allow(me) {
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many messages; slow down"));
+        }
+        let chat = match target {
+            Target::Chat(c) => c,
+            Target::User(u) => self.direct_chat(me, u).await?,
+        };
+        let cmd = ChatCommand::Append {
+            chat,
+            sender: me,
+            client_msg_id: client_msg_id.clone(),
+            message_id: Uuid::new_v4(),
+            ts_ms: super::now_ms(),
+            kind: kind.to_string(),
+            body: text,
+        };
+        match self.write(self.group(&chat)?, cmd).await? {
+            CommandOutcome::Appended { chat, seq, message_id, ts_ms, .. } => {
+                Ok(Sent { chat, seq, message_id, ts_ms, client_msg_id })
+            }
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Messages of `chat` for a member: `after` (oldest first) or `before` (newest first).
+    pub async fn history(
+        &self,
+        me: Uuid,
+        chat: Uuid,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: u32,
+        c: Consistency,
+    ) -> Result<(Vec<MessageRecord>, bool, u64), ApiError> {
+        self.membership(me, chat, c).await?;
+        let newest_first = before.is_some() && after.is_none();
+        self.messages(chat, after.unwrap_or(0), before, limit, newest_first, c).await
+    }
+
+    /// Messages without a membership check (delivery already knows the reader is a member).
+    pub async fn messages(
+        &self,
+        chat: Uuid,
+        after: u64,
+        before: Option<u64>,
+        limit: u32,
+        newest_first: bool,
+        c: Consistency,
+    ) -> Result<(Vec<MessageRecord>, bool, u64), ApiError> {
+        let query = ReadQuery::History {
+            chat,
+            after,
+            before: before.unwrap_or(u64::MAX),
+            limit: limit.clamp(1, 1000),
+            newest_first,
+        };
+        match self.read(self.group(&chat)?, query, c).await? {
+            ReadResult::History { messages, has_more, head } => Ok((messages, has_more, head)),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Raises `me`'s delivered and read watermarks in `chat`; returns the new ones.
+    pub async fn mark(&self, me: Uuid, chat: Uuid, delivered: u64, read: u64) -> Result<(u64, u64), ApiError> {
+        match self.write(self.group(&chat)?, ChatCommand::Receipt { chat, user: me, delivered, read }).await? {
+            CommandOutcome::Receipt { delivered, read, .. } => Ok((delivered, read)),
+            other => Err(super::unexpected(other)),
+        }
+    }
+}

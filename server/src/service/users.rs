@@ -1,0 +1,138 @@
+//! Accounts and sessions.
+//!
+//! Registering claims `un/<username>` with a put-if-absent in the username's group (the one
+//! place that decides who owns a name), then writes `ui/<user id>` in the user's home group.
+//! Both writes are idempotent, so a retried registration with the same id is harmless.
+
+use axum::http::StatusCode;
+use raftchat_raft::command::ChatCommand;
+use raftchat_raft::command::CommandOutcome;
+use raftchat_raft::command::Rejection;
+use raftchat_raft::router::Consistency;
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::ChatService;
+use crate::http::error::ApiError;
+
+/// Namespace of the v5 ids that place usernames in groups.
+const USERNAME_NS: Uuid = Uuid::from_u128(0x6b1f_3c2e_8a4d_4e7f_9c0b_1d2e_3f40_5a61);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub user_id: Uuid,
+    pub username: String,
+    pub password_hash: String,
+    pub created_ms: u64,
+}
+
+pub struct Session {
+    pub token: String,
+    pub user_id: Uuid,
+    pub expires_ms: u64,
+}
+
+fn valid_username(u: &str) -> bool {
+    (3..=32).contains(&u.len()) && u.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+fn name_key(username: &str) -> Vec<u8> {
+    [b"un/".as_slice(), username.as_bytes()].concat()
+}
+
+pub fn id_key(user: &Uuid) -> Vec<u8> {
+    [b"ui/".as_slice(), user.as_bytes()].concat()
+}
+
+fn encode(r: &UserRecord) -> Result<Vec<u8>, ApiError> {
+    raftchat_storage::codec::encode_versioned(r)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+fn decode(b: &[u8]) -> Result<UserRecord, ApiError> {
+    raftchat_storage::codec::decode_versioned(b)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+impl ChatService {
+    fn username_group(&self, username: &str) -> Result<u32, ApiError> {
+        self.group(&Uuid::new_v5(&USERNAME_NS, username.as_bytes()))
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord, ApiError> {
+        if !valid_username(username) {
+            return Err(ApiError::bad_request("username must be 3 to 32 letters, digits, '_', '-' or '.'"));
+        }
+        if !(8..=256).contains(&password.len()) {
+            return Err(ApiError::bad_request("password must be 8 to 256 bytes"));
+        }
+        let pw = password.to_string();
+        let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        let record = UserRecord {
+            user_id: Uuid::new_v4(),
+            username: username.to_string(),
+            password_hash: hash,
+            created_ms: super::now_ms(),
+        };
+        let bytes = encode(&record)?;
+        let group = self.username_group(username)?;
+        let claim = ChatCommand::Put { key: name_key(username), value: Some(bytes.clone()), only_if_absent: true };
+        match self.router.write(group, claim).await? {
+            CommandOutcome::Put => {}
+            CommandOutcome::Rejected(Rejection::KeyExists) => {
+                // Our own earlier attempt may have won (a retry after an unknown outcome).
+                let existing = self.get(group, name_key(username), Consistency::Linearizable).await?;
+                if existing.as_deref() != Some(bytes.as_slice()) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "username_taken",
+                        format!("username {username:?} is taken"),
+                    ));
+                }
+            }
+            other => return Err(super::unexpected(other)),
+        }
+        self.put(self.group(&record.user_id)?, id_key(&record.user_id), Some(bytes)).await?;
+        Ok(record)
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<Session, ApiError> {
+        let wrong = || ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong username or password");
+        if !valid_username(username) {
+            return Err(wrong());
+        }
+        let group = self.username_group(username)?;
+        let Some(bytes) = self.get(group, name_key(username), Consistency::Linearizable).await? else {
+            return Err(wrong());
+        };
+        let record = decode(&bytes)?;
+        let pw = password.to_string();
+        let hash = record.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, &hash)).await.unwrap_or(false);
+        if !ok {
+            return Err(wrong());
+        }
+        let expires_ms = super::now_ms() + self.config.token_ttl_ms;
+        let token = crate::auth::issue_token(&self.token_secret()?, record.user_id, expires_ms)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        Ok(Session { token, user_id: record.user_id, expires_ms })
+    }
+
+    /// The user of a bearer token.
+    pub fn authenticate(&self, token: &str) -> Result<Uuid, ApiError> {
+        crate::auth::check_token(&self.token_secret()?, token, super::now_ms())
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))
+    }
+
+    /// A user's public record, if the user exists.
+    pub async fn user(&self, user: &Uuid) -> Result<Option<UserRecord>, ApiError> {
+        match self.get(self.group(user)?, id_key(user), Consistency::Local).await? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! One WebSocket connection: a reader task and a delivery/writer loop.
+//!
+//! The reader parses client frames and does what they ask (sends are processed in order, one at
+//! a time, so a client's messages keep their order); its answers go to the loop through a
+//! bounded channel. The loop owns the socket's sink: it catches the user's chats up from their
+//! delivered watermark, then delivers live events from the hub. For every chat it keeps the next
+//! seq to deliver: an older event is dropped, a newer one first fills the gap from history. So a
+//! device receives every message of every chat once, in seq order, with no gap, whatever path
+//! the events took; duplicates are possible only across reconnects, with the same (chatId, seq).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Message as WsMessage;
+use axum::extract::ws::WebSocket;
+use futures::SinkExt;
+use futures::StreamExt;
+use raftchat_raft::apply::Applied;
+use raftchat_raft::router::Consistency;
+use raftchat_storage::chat_store::MessageRecord;
+use tokio::sync::mpsc;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::frames::ClientFrame;
+use super::frames::ServerFrame;
+use crate::delivery::Delivery;
+use crate::delivery::Hub;
+use crate::service::messages::Target;
+use crate::service::rfc3339;
+use crate::service::ChatService;
+
+/// Answers waiting for the writer, per connection.
+const REPLIES_MAX: usize = 256;
+/// A frame the client does not take within this is a dead or stuck client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages read per history page while catching up.
+const CATCH_UP_PAGE: u32 = 500;
+
+/// What the reader hands the loop.
+enum ToWriter {
+    Frame(ServerFrame),
+    Sync(HashMap<Uuid, u64>),
+}
+
+pub async fn serve(
+    socket: WebSocket,
+    user: Uuid,
+    service: ChatService,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (conn, mut deliveries) = hub.register(user);
+    let (sink, stream) = socket.split();
+    let (to_writer, mut from_reader) = mpsc::channel(REPLIES_MAX);
+    let reader = tokio::spawn(read_loop(stream, user, service.clone(), to_writer));
+    let mut w = Writer { sink, user, service, hub: hub.clone(), conn, next: HashMap::new() };
+    tracing::debug!(%user, conn, "websocket connected");
+    let result: Result<(), String> = async {
+        w.start().await?;
+        loop {
+            tokio::select! {
+                d = deliveries.recv() => match d {
+                    Some(d) => w.deliver(d).await?,
+                    None => {
+                        let f = ServerFrame::error("slow_consumer", "this connection fell too far behind; reconnect to resume", None);
+                        let _ = w.send(f).await;
+                        return Err("slow consumer".into());
+                    }
+                },
+                m = from_reader.recv() => match m {
+                    Some(ToWriter::Frame(f)) => w.send(f).await?,
+                    Some(ToWriter::Sync(chats)) => w.sync(chats).await?,
+                    None => return Ok(()),
+                },
+                _ = until_shutdown(&mut shutdown) => {
+                    let _ = w.sink.send(WsMessage::Close(None)).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+    if let Err(why) = result {
+        tracing::debug!(%user, conn, %why, "websocket closed");
+    }
+    reader.abort();
+    hub.unregister(conn);
+}
+
+async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+async fn read_loop(
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    user: Uuid,
+    service: ChatService,
+    out: mpsc::Sender<ToWriter>,
+) {
+    while let Some(Ok(msg)) = stream.next().await {
+        let text = match msg {
+            WsMessage::Text(t) => t.to_string(),
+            WsMessage::Binary(_) => {
+                let f = ServerFrame::error("bad_frame", "frames are JSON text", None);
+                if out.send(ToWriter::Frame(f)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            WsMessage::Close(_) => return,
+            _ => continue,
+        };
+        let reply = match ClientFrame::parse(&text) {
+            Err(e) => ToWriter::Frame(ServerFrame::error(e.code, e.message, Some(e.reference))),
+            Ok(frame) => handle(frame, user, &service).await,
+        };
+        if out.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWriter {
+    match frame {
+        ClientFrame::Ping => ToWriter::Frame(ServerFrame::Pong),
+        ClientFrame::Sync { chats } => ToWriter::Sync(chats),
+        ClientFrame::Message { to, chat_id, text, client_msg_id, kind } => {
+            let reference = client_msg_id.clone().unwrap_or_else(|| "message".into());
+            let target = match (to, chat_id) {
+                (Some(u), _) => Target::User(u),
+                (None, Some(c)) => Target::Chat(c),
+                (None, None) => return ToWriter::Frame(ServerFrame::error("bad_frame", "no target", Some(reference))),
+            };
+            match service.send(user, target, text, &kind, client_msg_id).await {
+                Ok(s) => ToWriter::Frame(ServerFrame::Ack {
+                    client_msg_id: s.client_msg_id,
+                    chat_id: s.chat,
+                    seq: s.seq,
+                    message_id: s.message_id,
+                    timestamp: rfc3339(s.ts_ms),
+                    status: "sent",
+                }),
+                Err(e) => ToWriter::Frame(ServerFrame::error(e.code, e.message, Some(reference))),
+            }
+        }
+        ClientFrame::Delivered { chat_id, seq } | ClientFrame::Read { chat_id, seq } => {
+            let read = matches!(frame, ClientFrame::Read { .. });
+            match service.mark(user, chat_id, seq, if read { seq } else { 0 }).await {
+                Ok(_) => ToWriter::Frame(ServerFrame::Receipt {
+                    chat_id,
+                    user_id: user,
+                    delivered: seq,
+                    read: if read { seq } else { 0 },
+                }),
+                Err(e) => ToWriter::Frame(ServerFrame::error(
+                    e.code,
+                    e.message,
+                    Some(if read { "read" } else { "delivered" }.into()),
+                )),
+            }
+        }
+    }
+}
+
+struct Writer {
+    sink: futures::stream::SplitSink<WebSocket, WsMessage>,
+    user: Uuid,
+    service: ChatService,
+    hub: Arc<Hub>,
+    conn: u64,
+    /// Per chat, the next seq this device should receive.
+    next: HashMap<Uuid, u64>,
+}
+
+impl Writer {
+    async fn send(&mut self, f: ServerFrame) -> Result<(), String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(WsMessage::Text(f.to_text().into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("client stopped reading".into()),
+        }
+    }
+
+    /// Subscribes to every chat of the user, then catches each up from its delivered watermark.
+    async fn start(&mut self) -> Result<(), String> {
+        let chats = self.service.chat_ids(self.user).await.map_err(|e| e.to_string())?;
+        for chat in &chats {
+            self.hub.subscribe(self.conn, *chat);
+        }
+        for chat in chats {
+            self.join(chat).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts following `chat` from the user's delivered watermark.
+    async fn join(&mut self, chat: Uuid) -> Result<(), String> {
+        match self.service.membership(self.user, chat, Consistency::Linearizable).await {
+            Ok(m) => {
+                self.next.insert(chat, m.delivered + 1);
+                self.catch_up(chat, None).await
+            }
+            // Not (or no longer) a member: nothing to deliver.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Delivers `chat` from its next seq up to `upto` (or the head), from history.
+    async fn catch_up(&mut self, chat: Uuid, upto: Option<u64>) -> Result<(), String> {
+        loop {
+            let Some(&next) = self.next.get(&chat) else { return Ok(()) };
+            if upto.is_some_and(|u| next > u) {
+                return Ok(());
+            }
+            let (msgs, has_more, _head) = match self
+                .service
+                .messages(chat, next - 1, upto.map(|u| u + 1), CATCH_UP_PAGE, false, Consistency::Linearizable)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Err(format!("catch-up of {chat} failed: {e}")),
+            };
+            for m in msgs {
+                self.push(chat, m).await?;
+            }
+            if !has_more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn push(&mut self, chat: Uuid, m: MessageRecord) -> Result<(), String> {
+        let Some(next) = self.next.get_mut(&chat) else { return Ok(()) };
+        if m.seq != *next {
+            return Ok(());
+        }
+        *next += 1;
+        self.send(ServerFrame::Message {
+            chat_id: chat,
+            seq: m.seq,
+            message_id: m.message_id,
+            from: m.sender,
+            text: m.body,
+            message_type: m.kind,
+            client_msg_id: m.client_msg_id,
+            timestamp: rfc3339(m.ts_ms),
+        })
+        .await
+    }
+
+    async fn deliver(&mut self, d: Delivery) -> Result<(), String> {
+        match d {
+            Delivery::Event(e) => match e.as_ref() {
+                Applied::Message { chat, message } => {
+                    let Some(&next) = self.next.get(chat) else { return Ok(()) };
+                    if message.seq > next {
+                        self.catch_up(*chat, Some(message.seq - 1)).await?;
+                    }
+                    self.push(*chat, message.clone()).await
+                }
+                Applied::Receipt { chat, user, delivered, read } => {
+                    if !self.next.contains_key(chat) {
+                        return Ok(());
+                    }
+                    self.send(ServerFrame::Receipt {
+                        chat_id: *chat,
+                        user_id: *user,
+                        delivered: *delivered,
+                        read: *read,
+                    })
+                    .await
+                }
+                _ => Ok(()),
+            },
+            Delivery::Resync(chat) => self.catch_up(chat, None).await,
+            Delivery::Membership(chat, true) => {
+                if self.next.contains_key(&chat) {
+                    return Ok(());
+                }
+                self.hub.subscribe(self.conn, chat);
+                self.send(ServerFrame::Chat { chat_id: chat, member: true }).await?;
+                self.join(chat).await
+            }
+            Delivery::Membership(chat, false) => {
+                self.hub.unsubscribe(self.conn, chat);
+                if self.next.remove(&chat).is_some() {
+                    self.send(ServerFrame::Chat { chat_id: chat, member: false }).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The client names what it has; deliver each named chat from there.
+    async fn sync(&mut self, chats: HashMap<Uuid, u64>) -> Result<(), String> {
+        for (chat, last) in chats {
+            if let Some(next) = self.next.get_mut(&chat) {
+                *next = last + 1;
+                self.catch_up(chat, None).await?;
+            } else {
+                self.send(ServerFrame::error("not_member", "not a member of this chat", Some(chat.to_string())))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! WebSocket frames (JSON text). Only this module turns socket text into frames and back.
+//!
+//! Client -> server: `message` (`to` a user as in the brief, or `chatId`), `delivered`, `read`,
+//! `sync`, `ping`. Server -> client: `ack`, `message`, `receipt`, `chat`, `error`, `pong`.
+//! See docs/PROTOCOL.md for examples.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    Message { to: Option<Uuid>, chat_id: Option<Uuid>, text: String, client_msg_id: Option<String>, kind: String },
+    Delivered { chat_id: Uuid, seq: u64 },
+    Read { chat_id: Uuid, seq: u64 },
+    Sync { chats: HashMap<Uuid, u64> },
+    Ping,
+}
+
+/// Why a client frame was refused, and how to name it back to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+    /// The offending frame: its clientMsgId, else its type, else the start of its text.
+    pub reference: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageFields {
+    to: Option<Uuid>,
+    chat_id: Option<Uuid>,
+    text: String,
+    client_msg_id: Option<String>,
+    message_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptFields {
+    chat_id: Uuid,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct SyncFields {
+    chats: HashMap<Uuid, u64>,
+}
+
+impl ClientFrame {
+    pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+        let head: String = text.chars().take(64).collect();
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
+            code: "bad_frame",
+            message: format!("malformed JSON: {e}"),
+            reference: head.clone(),
+        })?;
+        let reference = value
+            .get("clientMsgId")
+            .and_then(|v| v.as_str())
+            .or_else(|| value.get("type").and_then(|v| v.as_str()))
+            .map(str::to_string)
+            .unwrap_or(head);
+        let bad = |e: serde_json::Error| FrameError {
+            code: "bad_frame",
+            message: e.to_string(),
+            reference: reference.clone(),
+        };
+        let kind = value.get("type").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        match kind.as_str() {
+            "message" => {
+                let f: MessageFields = serde_json::from_value(value).map_err(bad)?;
+                if f.to.is_some() == f.chat_id.is_some() {
+                    return Err(FrameError {
+                        code: "bad_frame",
+                        message: "name exactly one of to or chatId".into(),
+                        reference,
+                    });
+                }
+                Ok(ClientFrame::Message {
+                    to: f.to,
+                    chat_id: f.chat_id,
+                    text: f.text,
+                    client_msg_id: f.client_msg_id,
+                    kind: f.message_type.unwrap_or_else(|| "text".into()),
+                })
+            }
+            "delivered" | "read" => {
+                let f: ReceiptFields = serde_json::from_value(value).map_err(bad)?;
+                Ok(if kind == "read" {
+                    ClientFrame::Read { chat_id: f.chat_id, seq: f.seq }
+                } else {
+                    ClientFrame::Delivered { chat_id: f.chat_id, seq: f.seq }
+                })
+            }
+            "sync" => Ok(ClientFrame::Sync { chats: serde_json::from_value::<SyncFields>(value).map_err(bad)?.chats }),
+            "ping" => Ok(ClientFrame::Ping),
+            "" => Err(FrameError { code: "bad_frame", message: "frame has no type".into(), reference }),
+            other => {
+                Err(FrameError { code: "unknown_type", message: format!("unknown frame type {other:?}"), reference })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerFrame {
+    #[serde(rename_all = "camelCase")]
+    Ack {
+        client_msg_id: String,
+        chat_id: Uuid,
+        seq: u64,
+        message_id: Uuid,
+        timestamp: String,
+        status: &'static str,
+    },
+    #[serde(rename_all = "camelCase")]
+    Message {
+        chat_id: Uuid,
+        seq: u64,
+        message_id: Uuid,
+        from: Uuid,
+        text: String,
+        message_type: String,
+        client_msg_id: String,
+        timestamp: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Receipt {
+        chat_id: Uuid,
+        user_id: Uuid,
+        delivered: u64,
+        read: u64,
+    },
+    /// The user joined (`member: true`) or left a chat.
+    #[serde(rename_all = "camelCase")]
+    Chat {
+        chat_id: Uuid,
+        member: bool,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    },
+    Pong,
+}
+
+impl ServerFrame {
+    pub fn error(code: &str, message: impl Into<String>, reference: Option<String>) -> Self {
+        ServerFrame::Error { code: code.to_string(), message: message.into(), reference }
+    }
+
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"type":"error","code":"internal","message":"unencodable frame"}"#.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brief_shapes_parse() {
+        let u = Uuid::new_v4();
+        let f = ClientFrame::parse(&format!(r#"{{"type":"message","to":"{u}","text":"Hi"}}"#)).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Message {
+                to: Some(u),
+                chat_id: None,
+                text: "Hi".into(),
+                client_msg_id: None,
+                kind: "text".into()
+            }
+        );
+        let f = ClientFrame::parse(&format!(r#"{{"type":"sync","chats":{{"{u}":7}}}}"#)).unwrap();
+        assert!(matches!(f, ClientFrame::Sync { chats } if chats[&u] == 7));
+        assert_eq!(ClientFrame::parse(r#"{"type":"ping"}"#).unwrap(), ClientFrame::Ping);
+    }
+
+    #[test]
+    fn bad_frames_name_themselves() {
+        let e = ClientFrame::parse("{not json").unwrap_err();
+        assert_eq!((e.code, e.reference.as_str()), ("bad_frame", "{not json"));
+        let e = ClientFrame::parse(r#"{"type":"dance"}"#).unwrap_err();
+        assert_eq!((e.code, e.reference.as_str()), ("unknown_type", "dance"));
+        let e = ClientFrame::parse(r#"{"type":"message","clientMsgId":"c9","text":"x"}"#).unwrap_err();
+        assert_eq!(e.reference, "c9");
+        let e = ClientFrame::parse(r#"{"type":"read","chatId":"nope","seq":1}"#).unwrap_err();
+        assert_eq!(e.code, "bad_frame");
+    }
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let f = ServerFrame::Receipt { chat_id: Uuid::nil(), user_id: Uuid::nil(), delivered: 2, read: 1 };
+        let v: serde_json::Value = serde_json::from_str(&f.to_text()).unwrap();
+        assert_eq!(v["type"], "receipt");
+        assert_eq!(v["delivered"], 2);
+        let v: serde_json::Value =
+            serde_json::from_str(&ServerFrame::error("x", "y", Some("r".into())).to_text()).unwrap();
+        assert_eq!(v["ref"], "r");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&ServerFrame::Pong.to_text()).unwrap()["type"], "pong");
+    }
+}

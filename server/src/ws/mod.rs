@@ -1,0 +1,64 @@
+//! The WebSocket endpoint `/ws?token=...` (the brief's `?userId=...&token=...` too).
+//!
+//! - [`frames`]: client and server frames; the only place socket text is parsed.
+//! - [`connection`]: one actor per socket: a reader task and a delivery/writer loop.
+
+pub mod connection;
+pub mod frames;
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::Query;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+/// Largest WebSocket message accepted; larger ones close the socket. Texts over the configured
+/// message limit but under this get an error frame and the socket stays open.
+pub const WS_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsParams {
+    token: Option<String>,
+    user_id: Option<Uuid>,
+}
+
+async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSocketUpgrade) -> Response {
+    let Some(token) = p.token else {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "connect with ?token=").into_response();
+    };
+    let user = match s.service.authenticate(&token) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if p.user_id.is_some_and(|u| u != user) {
+        return ApiError::new(StatusCode::FORBIDDEN, "wrong_user", "userId does not match the token").into_response();
+    }
+    let Ok(permit) = Arc::clone(&s.ws_slots).try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "this node is at its connection limit",
+        )
+        .into_response();
+    };
+    let (service, hub, shutdown) = (s.service.clone(), s.hub.clone(), s.shutdown.clone());
+    ws.max_message_size(WS_MESSAGE_BYTES_MAX).on_upgrade(move |socket| async move {
+        connection::serve(socket, user, service, hub, shutdown).await;
+        drop(permit);
+    })
+}
