@@ -82,6 +82,10 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
     let app = http::routes(state);
     let mut sd = shutdown.clone();
     let server = tokio::spawn(async move {
+        // Chat frames are small and latency-bound: no Nagle delay on client sockets.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let res = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = sd.wait_for(|s| *s).await;

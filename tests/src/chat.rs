@@ -99,6 +99,11 @@ impl Api {
         self.login(username, &password).await
     }
 
+    pub async fn lookup(&self, s: &Session, username: &str) -> anyhow::Result<Uuid> {
+        let v = self.call(reqwest::Method::GET, &format!("/users/{username}"), Some(&s.token), None).await?;
+        Ok(serde_json::from_value(v["userId"].clone())?)
+    }
+
     pub async fn direct(&self, s: &Session, other: Uuid) -> anyhow::Result<Uuid> {
         let v = self
             .call(
@@ -195,7 +200,7 @@ impl Ws {
     /// message is acknowledged with a `delivered` frame, as a real client does.
     pub async fn connect(base: &str, s: &Session, auto_delivered: bool) -> anyhow::Result<Ws> {
         let url = format!("{}/ws?token={}", base.replacen("http", "ws", 1), s.token);
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
         let (mut sink, mut stream) = socket.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
         let (frame_tx, frames) = mpsc::channel::<Value>(100_000);

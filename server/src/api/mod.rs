@@ -28,6 +28,7 @@ use crate::http::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users", post(users::register))
+        .route("/api/v1/users/{username}", get(users::lookup))
         .route("/api/v1/sessions", post(users::login))
         .route("/api/v1/chats", post(chats::create).get(chats::list))
         .route("/api/v1/chats/{chat_id}", get(chats::show))

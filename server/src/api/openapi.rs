@@ -49,6 +49,9 @@ pub async fn document() -> Json<serde_json::Value> {
         "paths": {
             "/users": { "post": { "summary": "Register", "requestBody": body(json!({ "$ref": "#/components/schemas/Credentials" })),
                 "responses": { "201": ok(json!({ "type": "object", "properties": { "userId": { "type": "string" }, "username": { "type": "string" } } })), "409": err(), "400": err() } } },
+            "/users/{username}": { "get": { "summary": "Look a user up by name", "security": secured,
+                "parameters": [{ "name": "username", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "userId": { "type": "string" }, "username": { "type": "string" } } })), "404": err() } } },
             "/sessions": { "post": { "summary": "Log in for a bearer token", "requestBody": body(json!({ "$ref": "#/components/schemas/Credentials" })),
                 "responses": { "200": ok(json!({ "type": "object", "properties": { "token": { "type": "string" }, "userId": { "type": "string" }, "expiresAt": { "type": "string" } } })), "401": err() } } },
             "/chats": {

@@ -1,5 +1,6 @@
 //! `POST /api/v1/users` and `POST /api/v1/sessions`.
 
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -34,4 +35,16 @@ pub async fn login(
         "userId": session.user_id,
         "expiresAt": crate::service::rfc3339(session.expires_ms),
     })))
+}
+
+/// `GET /api/v1/users/{username}` -> `{userId, username}` (any signed-in user may look up names).
+pub async fn lookup(
+    State(s): State<AppState>,
+    _me: super::AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match s.service.user_by_name(&name).await? {
+        Some(r) => Ok(Json(serde_json::json!({ "userId": r.user_id, "username": r.username }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_user", format!("no user {name:?}"))),
+    }
 }

@@ -128,6 +128,17 @@ impl ChatService {
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))
     }
 
+    /// Looks a user up by name.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, ApiError> {
+        if !valid_username(username) {
+            return Ok(None);
+        }
+        match self.get(self.username_group(username)?, name_key(username), Consistency::Local).await? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
     /// A user's public record, if the user exists.
     pub async fn user(&self, user: &Uuid) -> Result<Option<UserRecord>, ApiError> {
         match self.get(self.group(user)?, id_key(user), Consistency::Local).await? {

@@ -93,13 +93,35 @@ async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// `delivered` acks are coalesced per chat and written at most this often: a device acks every
+/// message it shows, and one watermark write per burst is enough.
+const DELIVERED_FLUSH: Duration = Duration::from_millis(50);
+
 async fn read_loop(
     mut stream: futures::stream::SplitStream<WebSocket>,
     user: Uuid,
     service: ChatService,
     out: mpsc::Sender<ToWriter>,
 ) {
-    while let Some(Ok(msg)) = stream.next().await {
+    let mut pending: HashMap<Uuid, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(DELIVERED_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = tick.tick(), if !pending.is_empty() => {
+                for (chat, seq) in pending.drain() {
+                    if let Err(e) = service.mark(user, chat, seq, 0).await {
+                        let f = ServerFrame::error(e.code, e.message, Some("delivered".into()));
+                        if out.send(ToWriter::Frame(f)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(Ok(msg)) = msg else { return };
         let text = match msg {
             WsMessage::Text(t) => t.to_string(),
             WsMessage::Binary(_) => {
@@ -114,6 +136,11 @@ async fn read_loop(
         };
         let reply = match ClientFrame::parse(&text) {
             Err(e) => ToWriter::Frame(ServerFrame::error(e.code, e.message, Some(e.reference))),
+            Ok(ClientFrame::Delivered { chat_id, seq }) => {
+                let e = pending.entry(chat_id).or_insert(0);
+                *e = (*e).max(seq);
+                continue;
+            }
             Ok(frame) => handle(frame, user, &service).await,
         };
         if out.send(reply).await.is_err() {
@@ -148,12 +175,9 @@ async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWrit
         ClientFrame::Delivered { chat_id, seq } | ClientFrame::Read { chat_id, seq } => {
             let read = matches!(frame, ClientFrame::Read { .. });
             match service.mark(user, chat_id, seq, if read { seq } else { 0 }).await {
-                Ok(_) => ToWriter::Frame(ServerFrame::Receipt {
-                    chat_id,
-                    user_id: user,
-                    delivered: seq,
-                    read: if read { seq } else { 0 },
-                }),
+                Ok((delivered, read)) => {
+                    ToWriter::Frame(ServerFrame::Receipt { chat_id, user_id: user, delivered, read })
+                }
                 Err(e) => ToWriter::Frame(ServerFrame::error(
                     e.code,
                     e.message,

@@ -3,10 +3,12 @@
 
 mod bad_input;
 mod direct;
+mod fresh_chat;
 mod gateway_failover;
 mod group;
 mod no_replica;
 mod offline;
+mod slow_consumer;
 
 use raftchat_tests::chat::Api;
 use raftchat_tests::chat::Session;
