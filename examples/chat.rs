@@ -48,8 +48,8 @@ async fn main() -> anyhow::Result<()> {
                 match f["type"].as_str() {
                     Some("message") => {
                         let from: Uuid = serde_json::from_value(f["from"].clone()).unwrap_or_default();
-                        let name = names.get(&from).cloned().unwrap_or_else(|| from.to_string()[..8].to_string());
-                        println!("[{} #{}] {name}: {}", &f["chatId"].as_str().unwrap_or("")[..8], f["seq"], f["text"].as_str().unwrap_or(""));
+                        let name = names.get(&from).cloned().unwrap_or_else(|| from.to_string().chars().take(8).collect());
+                        println!("[{} #{}] {name}: {}", f["chatId"].as_str().unwrap_or("").get(..8).unwrap_or(""), f["seq"], f["text"].as_str().unwrap_or(""));
                     }
                     Some("ack") => println!("  (sent #{})", f["seq"]),
                     Some("receipt") => {}
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
                         Some("/history") => {
                             let chat = current.ok_or_else(|| anyhow::anyhow!("no chat open"))?;
                             for m in api.history(&me, chat, 0).await? {
-                                println!("  #{} {}: {}", m["seq"], m["from"].as_str().unwrap_or("")[..8].to_string(), m["message"].as_str().unwrap_or(""));
+                                println!("  #{} {}: {}", m["seq"], m["from"].as_str().unwrap_or("").get(..8).unwrap_or(""), m["message"].as_str().unwrap_or(""));
                             }
                         }
                         Some(w) if w.starts_with('/') => println!("  unknown command"),
