@@ -21,8 +21,10 @@ fn arg(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let server = arg("--server").unwrap_or_else(|| "ws://127.0.0.1:7700".into());
-    let user = arg("--user")
-        .ok_or_else(|| anyhow::anyhow!("usage: chat --server ws://HOST:PORT --user NAME [--password PW]"))?;
+    let Some(user) = arg("--user") else {
+        eprintln!("usage: chat --server ws://HOST:PORT --user NAME [--password PW]");
+        std::process::exit(2);
+    };
     let password = arg("--password").unwrap_or_else(|| format!("{user}-password"));
     let base = server.replacen("ws", "http", 1);
     let api = Api::new(&base);

@@ -76,10 +76,14 @@ pub struct MessageJson {
     message: String,
     client_msg_id: String,
     timestamp: String,
+    /// For the caller's own messages: `sent`, `delivered` (to every other member) or `read`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
 }
 
 pub fn message_json(chat: Uuid, m: MessageRecord) -> MessageJson {
     MessageJson {
+        status: None,
         message_id: m.message_id,
         chat_id: chat,
         seq: m.seq,
@@ -107,6 +111,19 @@ pub async fn history(
         Some(other) => return Err(ApiError::bad_request(format!("unknown consistency {other:?}"))),
     };
     let (messages, has_more, head) = s.service.history(me, chat, p.after, p.before, p.limit.unwrap_or(50), c).await?;
-    let messages: Vec<MessageJson> = messages.into_iter().map(|m| message_json(chat, m)).collect();
+    let floor =
+        if messages.iter().any(|m| m.sender == me) { Some(s.service.receipt_floor(me, chat).await?) } else { None };
+    let messages: Vec<MessageJson> = messages
+        .into_iter()
+        .map(|m| {
+            let status = match floor {
+                Some((_, read)) if m.sender == me && m.seq <= read => Some("read"),
+                Some((delivered, _)) if m.sender == me && m.seq <= delivered => Some("delivered"),
+                Some(_) if m.sender == me => Some("sent"),
+                _ => None,
+            };
+            MessageJson { status, ..message_json(chat, m) }
+        })
+        .collect();
     Ok(Json(serde_json::json!({ "messages": messages, "hasMore": has_more, "lastSeq": head })))
 }

@@ -115,6 +115,21 @@ impl ChatService {
         }
     }
 
+    /// The lowest delivered and read watermarks over the members of `chat` other than `me`:
+    /// a message of `me` with a seq at or below them is delivered to (read by) everyone.
+    pub async fn receipt_floor(&self, me: Uuid, chat: Uuid) -> Result<(u64, u64), ApiError> {
+        let query = ReadQuery::Chat { chat, member_limit: super::chats::MEMBERS_LISTED_MAX };
+        match self.read(self.group(&chat)?, query, Consistency::Local).await? {
+            ReadResult::Chat { members, .. } => {
+                let others = members.iter().filter(|(u, _)| *u != me);
+                let delivered = others.clone().map(|(_, m)| m.delivered).min().unwrap_or(u64::MAX);
+                let read = others.map(|(_, m)| m.read).min().unwrap_or(u64::MAX);
+                Ok((delivered, read))
+            }
+            other => Err(super::unexpected(other)),
+        }
+    }
+
     /// Raises `me`'s delivered and read watermarks in `chat`; returns the new ones.
     pub async fn mark(&self, me: Uuid, chat: Uuid, delivered: u64, read: u64) -> Result<(u64, u64), ApiError> {
         match self.write(self.group(&chat)?, ChatCommand::Receipt { chat, user: me, delivered, read }).await? {

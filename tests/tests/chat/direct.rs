@@ -63,8 +63,15 @@ async fn direct_chat_across_nodes_with_receipts_and_retries() -> anyhow::Result<
     let list = api(&c, 1).chats(alice).await?;
     assert_eq!((list[0]["lastSeq"].as_u64(), list[0]["unread"].as_u64()), (Some(3), Some(3)));
 
-    // History: newest first with `before`, oldest first with `after`.
+    // History, oldest first; the sender sees each message's status.
     let h = api(&c, 3).history(bob, chat, 0).await?;
     assert_eq!(crate::seqs(&h), vec![1, 2, 3]);
+    assert!(h.iter().all(|m| m.get("status").is_none()), "bob sees no status on alice's messages");
+    let h = api(&c, 1).history(alice, chat, 0).await?;
+    assert!(h.iter().all(|m| m["status"] == "read"), "{h:?}");
+    drop(wb);
+    api(&c, 2).send(alice, chat, "unseen", "cm-unseen").await?;
+    let h = api(&c, 1).history(alice, chat, 3).await?;
+    assert_eq!((h.len(), h[0]["status"].as_str()), (1, Some("sent")), "{h:?}");
     Ok(())
 }
