@@ -48,6 +48,16 @@ use crate::types::Raft;
 use crate::types::Request;
 use crate::types::META_GROUP;
 
+/// Handles application messages between nodes (`RpcRequest::App`).
+pub trait AppHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        from: NodeId,
+        topic: u16,
+        body: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>>;
+}
+
 /// One group hosted on this node.
 pub struct GroupHandle {
     pub id: GroupId,
@@ -73,6 +83,7 @@ pub struct NodeInner {
     layout_tx: watch::Sender<Option<ClusterLayout>>,
     events: Arc<EventLog>,
     shutdown: watch::Receiver<bool>,
+    app: std::sync::OnceLock<Arc<dyn AppHandler>>,
 }
 
 /// A running node. Cheap to clone.
@@ -134,6 +145,7 @@ impl Node {
             layout_tx,
             events,
             shutdown: shutdown.clone(),
+            app: std::sync::OnceLock::new(),
         });
         let node = Node { inner };
         tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
@@ -353,7 +365,33 @@ impl Node {
         }
     }
 
-    async fn handle_rpc(&self, _from: NodeId, group: GroupId, req: RpcRequest) -> RpcResponse {
+    /// Installs the handler of application messages (once).
+    pub fn set_app_handler(&self, h: Arc<dyn AppHandler>) {
+        let _ = self.inner.app.set(h);
+    }
+
+    /// Sends an application message to node `to` and returns its answer.
+    pub async fn call_app(
+        &self,
+        to: NodeId,
+        topic: u16,
+        body: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, AppError> {
+        match self.inner.pool.call(to, 0, RpcRequest::App { topic, body }, timeout).await {
+            Ok(RpcResponse::App(b)) => Ok(b),
+            Ok(_) => Err(AppError::Unknown("unexpected response".into())),
+            Err(e) => Err(AppError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn handle_rpc(&self, from: NodeId, group: GroupId, req: RpcRequest) -> RpcResponse {
+        if let RpcRequest::App { topic, body } = req {
+            return match self.inner.app.get() {
+                Some(h) => RpcResponse::App(h.handle(from, topic, body).await),
+                None => RpcResponse::App(Vec::new()),
+            };
+        }
         let Some(g) = self.group(group) else { return RpcResponse::GroupNotHosted };
         match req {
             RpcRequest::Append(r) => RpcResponse::Append(g.raft.append_entries(r).await),
@@ -364,6 +402,7 @@ impl Node {
             RpcRequest::Read { query, linearizable } => {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
             }
+            RpcRequest::App { .. } => RpcResponse::App(Vec::new()),
             RpcRequest::PollEvents { epoch, after, wait_ms } => {
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(10_000)));
                 RpcResponse::Events(self.inner.events.poll(group, epoch, after, wait).await)

@@ -43,6 +43,12 @@ pub enum RpcRequest {
         after: Option<u64>,
         wait_ms: u32,
     },
+    /// Soft state between nodes (presence gossip, typing), handled by the application; never
+    /// touches Raft. The group id of the frame is ignored.
+    App {
+        topic: u16,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +60,7 @@ pub enum RpcResponse {
     MetaWrite(Result<(), AppError>),
     Read(Result<ReadResult, AppError>),
     Events(crate::events::EventBatch),
+    App(Vec<u8>),
     /// The receiving node has no replica of that group.
     GroupNotHosted,
 }

@@ -77,6 +77,15 @@ pub struct NodeArgs {
     /// Deliveries queued per WebSocket before it is dropped as a slow consumer [default: 4096].
     #[arg(long, env = "RAFTCHAT_WS_QUEUE_LEN")]
     pub ws_queue_len: Option<usize>,
+    /// A WebSocket silent this long (no frame, no pong) is closed and its user goes offline [default: 30].
+    #[arg(long, env = "RAFTCHAT_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// A connection without a client frame this long is away [default: 300].
+    #[arg(long, env = "RAFTCHAT_AWAY_SECS")]
+    pub away_secs: Option<u64>,
+    /// A node unreachable this long is declared dead and its users offline [default: 5000].
+    #[arg(long, env = "RAFTCHAT_FAILURE_DETECT_MS")]
+    pub failure_detect_ms: Option<u64>,
     /// Async runtime worker threads [default: the number of cores].
     #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -109,6 +118,9 @@ pub struct NodeConfig {
     pub sends_burst: f64,
     pub ws_connections_max: usize,
     pub ws_queue_len: usize,
+    pub heartbeat_secs: u64,
+    pub away_secs: u64,
+    pub failure_detect_ms: u64,
 }
 
 macro_rules! merge {
@@ -133,6 +145,8 @@ impl NodeArgs {
             max_text_bytes,
             log_format
         );
+        merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
+        merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
         Ok(self)
     }
 
@@ -184,6 +198,9 @@ impl NodeArgs {
             sends_burst: self.sends_burst.unwrap_or(200.0).max(1.0),
             ws_connections_max: self.ws_connections_max.unwrap_or(100_000).max(1),
             ws_queue_len: self.ws_queue_len.unwrap_or(4096).max(16),
+            heartbeat_secs: self.heartbeat_secs.unwrap_or(30).max(2),
+            away_secs: self.away_secs.unwrap_or(300).max(1),
+            failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
         })
     }
 }

@@ -9,6 +9,7 @@
 //! - [`api`]: the public REST API under `/api/v1`; [`ws`]: the WebSocket endpoint `/ws`.
 //! - [`service`]: what the chat API does (accounts, chats, messages), on the core's router.
 //! - [`delivery`]: committed events to the connections of this node.
+//! - [`presence`]: the gossiped presence table, typing indicators.
 //! - [`auth`]: password hashes and session tokens.
 
 mod api;
@@ -17,6 +18,7 @@ mod config;
 mod delivery;
 mod dev;
 mod http;
+mod presence;
 mod run;
 mod service;
 mod ws;

@@ -70,6 +70,18 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
     };
     let hub = crate::delivery::Hub::new(service.clone(), cfg.ws_queue_len, shutdown.clone());
+    let presence = crate::presence::Presence::start(
+        node.clone(),
+        hub.clone(),
+        crate::presence::PresenceConfig { failure_after: Duration::from_millis(cfg.failure_detect_ms) },
+        shutdown.clone(),
+    );
+    let timing = crate::ws::connection::Timing {
+        ping_every: Duration::from_secs(cfg.heartbeat_secs).min(Duration::from_secs(10)).max(Duration::from_secs(1))
+            / 3,
+        heartbeat_timeout: Duration::from_secs(cfg.heartbeat_secs),
+        away_after: Duration::from_secs(cfg.away_secs),
+    };
     let state = http::AppState {
         node: node.clone(),
         router,
@@ -78,6 +90,8 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         hub,
         ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.ws_connections_max)),
         shutdown: shutdown.clone(),
+        presence,
+        timing,
     };
     let app = http::routes(state);
     let mut sd = shutdown.clone();

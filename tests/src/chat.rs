@@ -174,6 +174,14 @@ impl Api {
         }
     }
 
+    pub async fn presence(&self, s: &Session, user: Uuid) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, &format!("/presence/{user}"), Some(&s.token), None).await
+    }
+
+    pub async fn set_presence(&self, s: &Session, status: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, "/presence", Some(&s.token), Some(json!({ "status": status }))).await
+    }
+
     pub async fn mark_read(&self, s: &Session, chat: Uuid, seq: u64) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, &format!("/chats/{chat}/read"), Some(&s.token), Some(json!({ "seq": seq })))
             .await

@@ -11,6 +11,7 @@
 pub mod chats;
 pub mod messages;
 pub mod openapi;
+pub mod presence;
 pub mod users;
 
 use axum::extract::FromRequestParts;
@@ -37,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/chats/{chat_id}/read", post(chats::read))
         .route("/api/v1/messages", post(messages::send))
         .route("/api/v1/messages/{chat_id}", get(messages::history))
+        .route("/api/v1/presence", post(presence::set))
+        .route("/api/v1/presence/{user_id}", get(presence::get))
         .route("/api/v1/openapi.json", get(openapi::document))
 }
 

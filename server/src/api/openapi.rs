@@ -52,6 +52,12 @@ pub async fn document() -> Json<serde_json::Value> {
             "/users/{username}": { "get": { "summary": "Look a user up by name", "security": secured,
                 "parameters": [{ "name": "username", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": { "200": ok(json!({ "type": "object", "properties": { "userId": { "type": "string" }, "username": { "type": "string" } } })), "404": err() } } },
+            "/presence": { "post": { "summary": "Set your status", "security": secured,
+                "requestBody": body(json!({ "type": "object", "required": ["status"], "properties": { "status": { "type": "string", "enum": ["online", "away", "offline"] } } })),
+                "responses": { "200": ok(json!({ "type": "object" })), "400": err() } } },
+            "/presence/{userId}": { "get": { "summary": "A contact's presence", "security": secured,
+                "parameters": [{ "name": "userId", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+                "responses": { "200": ok(json!({ "type": "object", "properties": { "userId": { "type": "string" }, "status": { "type": "string" }, "lastSeen": { "type": "string", "nullable": true } } })), "403": err() } } },
             "/sessions": { "post": { "summary": "Log in for a bearer token", "requestBody": body(json!({ "$ref": "#/components/schemas/Credentials" })),
                 "responses": { "200": ok(json!({ "type": "object", "properties": { "token": { "type": "string" }, "userId": { "type": "string" }, "expiresAt": { "type": "string" } } })), "401": err() } } },
             "/chats": {

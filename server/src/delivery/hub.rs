@@ -32,6 +32,13 @@ pub enum Delivery {
     Resync(Uuid),
     /// The user joined (`true`) or left a chat.
     Membership(Uuid, bool),
+    /// A contact's presence changed.
+    Presence(Uuid, crate::presence::table::View),
+    /// Someone is typing in a chat.
+    Typing {
+        chat: Uuid,
+        user: Uuid,
+    },
 }
 
 struct Conn {
@@ -50,6 +57,9 @@ struct State {
     conns: HashMap<ConnId, Conn>,
     by_chat: HashMap<Uuid, HashSet<ConnId>>,
     by_user: HashMap<Uuid, HashSet<ConnId>>,
+    /// Users whose presence each connection follows (the members of its chats).
+    by_contact: HashMap<Uuid, HashSet<ConnId>>,
+    contacts: HashMap<ConnId, HashSet<Uuid>>,
     feeds: HashMap<GroupId, Feed>,
 }
 
@@ -111,6 +121,51 @@ impl Hub {
         for chat in c.chats {
             self.unlink(&mut st, conn, chat);
         }
+        for u in st.contacts.remove(&conn).unwrap_or_default() {
+            if let Some(set) = st.by_contact.get_mut(&u) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    st.by_contact.remove(&u);
+                }
+            }
+        }
+    }
+
+    /// `conn` follows the presence of `users`; returns those it did not follow yet.
+    pub fn add_contacts(&self, conn: ConnId, users: impl IntoIterator<Item = Uuid>) -> Vec<Uuid> {
+        let mut st = self.lock();
+        let mut added = Vec::new();
+        for u in users {
+            if st.contacts.entry(conn).or_default().insert(u) {
+                st.by_contact.entry(u).or_default().insert(conn);
+                added.push(u);
+            }
+        }
+        added
+    }
+
+    /// Tells the connections following `user` about a presence change.
+    pub fn presence_changed(&self, user: Uuid, view: crate::presence::table::View) {
+        let mut st = self.lock();
+        let targets: Vec<ConnId> = st.by_contact.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut dropped = Vec::new();
+        for c in targets {
+            Self::send(&mut st, c, Delivery::Presence(user, view), &mut dropped);
+        }
+        Self::drop_slow(&mut st, dropped);
+    }
+
+    /// Tells this node's connections in `chat` that `user` is typing.
+    pub fn typing(&self, chat: Uuid, user: Uuid) {
+        let mut st = self.lock();
+        let targets: Vec<ConnId> = st.by_chat.get(&chat).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut dropped = Vec::new();
+        for c in targets {
+            if st.conns.get(&c).is_some_and(|x| x.user != user) {
+                Self::send(&mut st, c, Delivery::Typing { chat, user }, &mut dropped);
+            }
+        }
+        Self::drop_slow(&mut st, dropped);
     }
 
     pub fn subscribe(self: &Arc<Self>, conn: ConnId, chat: Uuid) {

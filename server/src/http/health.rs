@@ -10,7 +10,16 @@ use serde::Serialize;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/livez", get(livez)).route("/readyz", get(readyz)).route("/internal/v1/status", get(status))
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/internal/v1/status", get(status))
+        .route("/internal/v1/presence", get(presence))
+}
+
+/// The presence table: size, version, entries per owner node, gossip bytes.
+async fn presence(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.presence.stats())
 }
 
 async fn livez() -> &'static str {

@@ -33,6 +33,8 @@ pub struct AppState {
     /// One permit per open WebSocket: the connection cap.
     pub ws_slots: Arc<Semaphore>,
     pub shutdown: watch::Receiver<bool>,
+    pub presence: Arc<crate::presence::Presence>,
+    pub timing: crate::ws::connection::Timing,
 }
 
 pub fn routes(state: AppState) -> Router {

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use axum::extract::ws::Message as WsMessage;
 use axum::extract::ws::WebSocket;
@@ -27,6 +28,10 @@ use super::frames::ClientFrame;
 use super::frames::ServerFrame;
 use crate::delivery::Delivery;
 use crate::delivery::Hub;
+use crate::presence::table::Status;
+use crate::presence::table::View;
+use crate::presence::Presence;
+use crate::service::chats::MEMBERS_LISTED_MAX;
 use crate::service::messages::Target;
 use crate::service::rfc3339;
 use crate::service::ChatService;
@@ -44,18 +49,44 @@ enum ToWriter {
     Sync(HashMap<Uuid, u64>),
 }
 
-pub async fn serve(
-    socket: WebSocket,
-    user: Uuid,
-    service: ChatService,
-    hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Liveness and presence timing of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The server pings this often.
+    pub ping_every: Duration,
+    /// A connection silent this long (not even a pong) is closed: the user goes offline.
+    pub heartbeat_timeout: Duration,
+    /// A connection without a client frame this long is away.
+    pub away_after: Duration,
+}
+
+pub struct Context {
+    pub service: ChatService,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub timing: Timing,
+}
+
+/// Takes the connection out of the user's presence however the reader ends.
+struct PresenceGuard(Arc<Presence>, Uuid, u64);
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        self.0.set_connection(self.1, self.2, None);
+    }
+}
+
+pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: watch::Receiver<bool>) {
+    let Context { service, hub, presence, timing } = cx;
     let (conn, mut deliveries) = hub.register(user);
     let (sink, stream) = socket.split();
     let (to_writer, mut from_reader) = mpsc::channel(REPLIES_MAX);
-    let reader = tokio::spawn(read_loop(stream, user, service.clone(), to_writer));
-    let mut w = Writer { sink, user, service, hub: hub.clone(), conn, next: HashMap::new() };
+    presence.set_connection(user, conn, Some(Status::Online));
+    let guard = PresenceGuard(presence.clone(), user, conn);
+    let reader = tokio::spawn(read_loop(stream, user, service.clone(), to_writer, guard, timing));
+    let mut ping = tokio::time::interval(timing.ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = Writer { sink, user, service, hub: hub.clone(), presence, conn, next: HashMap::new() };
     tracing::debug!(%user, conn, "websocket connected");
     let result: Result<(), String> = async {
         w.start().await?;
@@ -74,6 +105,12 @@ pub async fn serve(
                     Some(ToWriter::Sync(chats)) => w.sync(chats).await?,
                     None => return Ok(()),
                 },
+                _ = ping.tick() => {
+                    match tokio::time::timeout(WRITE_TIMEOUT, w.sink.send(WsMessage::Ping(Vec::new().into()))).await {
+                        Ok(Ok(())) => {}
+                        _ => return Err("ping failed".into()),
+                    }
+                }
                 _ = until_shutdown(&mut shutdown) => {
                     let _ = w.sink.send(WsMessage::Close(None)).await;
                     return Ok(());
@@ -97,18 +134,39 @@ async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
 /// message it shows, and one watermark write per burst is enough.
 const DELIVERED_FLUSH: Duration = Duration::from_millis(50);
 
+/// Typing indicators a connection may send per chat at most, one per this interval.
+const TYPING_EVERY: Duration = Duration::from_secs(1);
+
 async fn read_loop(
     mut stream: futures::stream::SplitStream<WebSocket>,
     user: Uuid,
     service: ChatService,
     out: mpsc::Sender<ToWriter>,
+    presence: PresenceGuard,
+    timing: Timing,
 ) {
     let mut pending: HashMap<Uuid, u64> = HashMap::new();
     let mut tick = tokio::time::interval(DELIVERED_FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let (mut last_any, mut last_frame) = (Instant::now(), Instant::now());
+    // (status, set by the client rather than by inactivity)
+    let mut status = (Status::Online, false);
+    let mut typing: HashMap<Uuid, Instant> = HashMap::new();
+    let set = |s: Status| presence.0.set_connection(user, presence.2, Some(s));
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
+            _ = check.tick() => {
+                if last_any.elapsed() > timing.heartbeat_timeout {
+                    return;
+                }
+                if status == (Status::Online, false) && last_frame.elapsed() > timing.away_after {
+                    status = (Status::Away, false);
+                    set(Status::Away);
+                }
+                continue;
+            }
             _ = tick.tick(), if !pending.is_empty() => {
                 for (chat, seq) in pending.drain() {
                     if let Err(e) = service.mark(user, chat, seq, 0).await {
@@ -122,6 +180,7 @@ async fn read_loop(
             }
         };
         let Some(Ok(msg)) = msg else { return };
+        last_any = Instant::now();
         let text = match msg {
             WsMessage::Text(t) => t.to_string(),
             WsMessage::Binary(_) => {
@@ -134,12 +193,35 @@ async fn read_loop(
             WsMessage::Close(_) => return,
             _ => continue,
         };
+        last_frame = Instant::now();
+        if status == (Status::Away, false) {
+            status = (Status::Online, false);
+            set(Status::Online);
+        }
         let reply = match ClientFrame::parse(&text) {
             Err(e) => ToWriter::Frame(ServerFrame::error(e.code, e.message, Some(e.reference))),
             Ok(ClientFrame::Delivered { chat_id, seq }) => {
                 let e = pending.entry(chat_id).or_insert(0);
                 *e = (*e).max(seq);
                 continue;
+            }
+            Ok(ClientFrame::Presence { status: s }) => {
+                status = if s == "away" { (Status::Away, true) } else { (Status::Online, false) };
+                set(status.0);
+                continue;
+            }
+            Ok(ClientFrame::Typing { chat_id }) => {
+                if typing.get(&chat_id).is_some_and(|t| t.elapsed() < TYPING_EVERY) {
+                    continue;
+                }
+                typing.insert(chat_id, Instant::now());
+                match service.membership(user, chat_id, Consistency::Local).await {
+                    Ok(_) => {
+                        presence.0.typing(chat_id, user);
+                        continue;
+                    }
+                    Err(e) => ToWriter::Frame(ServerFrame::error(e.code, e.message, Some("typing".into()))),
+                }
             }
             Ok(frame) => handle(frame, user, &service).await,
         };
@@ -152,6 +234,8 @@ async fn read_loop(
 async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWriter {
     match frame {
         ClientFrame::Ping => ToWriter::Frame(ServerFrame::Pong),
+        // Consumed by the reader loop; never reaches here.
+        ClientFrame::Presence { .. } | ClientFrame::Typing { .. } => ToWriter::Frame(ServerFrame::Pong),
         ClientFrame::Sync { chats } => ToWriter::Sync(chats),
         ClientFrame::Message { to, chat_id, text, client_msg_id, kind } => {
             let reference = client_msg_id.clone().unwrap_or_else(|| "message".into());
@@ -188,11 +272,17 @@ async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWrit
     }
 }
 
+fn presence_frame(user: Uuid, v: View) -> ServerFrame {
+    let last_seen = (v.last_seen_ms > 0).then(|| rfc3339(v.last_seen_ms));
+    ServerFrame::Presence { user_id: user, status: v.status.as_str(), last_seen }
+}
+
 struct Writer {
     sink: futures::stream::SplitSink<WebSocket, WsMessage>,
     user: Uuid,
     service: ChatService,
     hub: Arc<Hub>,
+    presence: Arc<Presence>,
     conn: u64,
     /// Per chat, the next seq this device should receive.
     next: HashMap<Uuid, u64>,
@@ -213,8 +303,22 @@ impl Writer {
         for chat in &chats {
             self.hub.subscribe(self.conn, *chat);
         }
+        for chat in &chats {
+            self.join(*chat).await?;
+        }
         for chat in chats {
-            self.join(chat).await?;
+            self.follow_members(chat).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the presence of `chat`'s members and sends their current status.
+    async fn follow_members(&mut self, chat: Uuid) -> Result<(), String> {
+        let Ok(view) = self.service.chat_view(self.user, chat, MEMBERS_LISTED_MAX).await else { return Ok(()) };
+        let others = view.members.into_iter().filter(|u| *u != self.user);
+        for u in self.hub.add_contacts(self.conn, others) {
+            let v = self.presence.view(&u);
+            self.send(presence_frame(u, v)).await?;
         }
         Ok(())
     }
@@ -305,7 +409,15 @@ impl Writer {
                 }
                 self.hub.subscribe(self.conn, chat);
                 self.send(ServerFrame::Chat { chat_id: chat, member: true }).await?;
-                self.join(chat).await
+                self.join(chat).await?;
+                self.follow_members(chat).await
+            }
+            Delivery::Presence(user, view) => self.send(presence_frame(user, view)).await,
+            Delivery::Typing { chat, user } => {
+                if !self.next.contains_key(&chat) {
+                    return Ok(());
+                }
+                self.send(ServerFrame::Typing { chat_id: chat, user_id: user }).await
             }
             Delivery::Membership(chat, false) => {
                 self.hub.unsubscribe(self.conn, chat);

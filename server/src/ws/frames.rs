@@ -12,10 +12,31 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    Message { to: Option<Uuid>, chat_id: Option<Uuid>, text: String, client_msg_id: Option<String>, kind: String },
-    Delivered { chat_id: Uuid, seq: u64 },
-    Read { chat_id: Uuid, seq: u64 },
-    Sync { chats: HashMap<Uuid, u64> },
+    Message {
+        to: Option<Uuid>,
+        chat_id: Option<Uuid>,
+        text: String,
+        client_msg_id: Option<String>,
+        kind: String,
+    },
+    Delivered {
+        chat_id: Uuid,
+        seq: u64,
+    },
+    Read {
+        chat_id: Uuid,
+        seq: u64,
+    },
+    Sync {
+        chats: HashMap<Uuid, u64>,
+    },
+    /// The client sets its own status (`online` or `away`).
+    Presence {
+        status: String,
+    },
+    Typing {
+        chat_id: Uuid,
+    },
     Ping,
 }
 
@@ -43,6 +64,17 @@ struct MessageFields {
 struct ReceiptFields {
     chat_id: Uuid,
     seq: u64,
+}
+
+#[derive(Deserialize)]
+struct PresenceFields {
+    status: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingFields {
+    chat_id: Uuid,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +130,20 @@ impl ClientFrame {
             }
             "sync" => Ok(ClientFrame::Sync { chats: serde_json::from_value::<SyncFields>(value).map_err(bad)?.chats }),
             "ping" => Ok(ClientFrame::Ping),
+            "presence" => {
+                let f: PresenceFields = serde_json::from_value(value).map_err(bad)?;
+                if f.status != "online" && f.status != "away" {
+                    return Err(FrameError {
+                        code: "bad_frame",
+                        message: "status must be online or away".into(),
+                        reference,
+                    });
+                }
+                Ok(ClientFrame::Presence { status: f.status })
+            }
+            "typing" => {
+                Ok(ClientFrame::Typing { chat_id: serde_json::from_value::<TypingFields>(value).map_err(bad)?.chat_id })
+            }
             "" => Err(FrameError { code: "bad_frame", message: "frame has no type".into(), reference }),
             other => {
                 Err(FrameError { code: "unknown_type", message: format!("unknown frame type {other:?}"), reference })
@@ -141,6 +187,17 @@ pub enum ServerFrame {
     Chat {
         chat_id: Uuid,
         member: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    Presence {
+        user_id: Uuid,
+        status: &'static str,
+        last_seen: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Typing {
+        chat_id: Uuid,
+        user_id: Uuid,
     },
     Error {
         code: String,

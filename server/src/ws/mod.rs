@@ -56,9 +56,15 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
         )
         .into_response();
     };
-    let (service, hub, shutdown) = (s.service.clone(), s.hub.clone(), s.shutdown.clone());
+    let cx = connection::Context {
+        service: s.service.clone(),
+        hub: s.hub.clone(),
+        presence: s.presence.clone(),
+        timing: s.timing,
+    };
+    let shutdown = s.shutdown.clone();
     ws.max_message_size(WS_MESSAGE_BYTES_MAX).on_upgrade(move |socket| async move {
-        connection::serve(socket, user, service, hub, shutdown).await;
+        connection::serve(socket, user, cx, shutdown).await;
         drop(permit);
     })
 }

@@ -8,6 +8,7 @@ mod gateway_failover;
 mod group;
 mod no_replica;
 mod offline;
+mod presence;
 mod slow_consumer;
 
 use raftchat_tests::chat::Api;
