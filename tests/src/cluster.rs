@@ -19,6 +19,8 @@ pub struct Opts {
     pub binary: Option<PathBuf>,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
+    /// Route each node's inbound node-to-node traffic through a fault proxy.
+    pub proxied: bool,
 }
 
 impl Default for Opts {
@@ -30,6 +32,7 @@ impl Default for Opts {
             logs_kept: 2_000,
             binary: None,
             extra_args: Vec::new(),
+            proxied: false,
         }
     }
 }
@@ -38,12 +41,15 @@ struct NodeProc {
     id: u64,
     http: String,
     raft: String,
+    /// The address peers use: the proxy's when proxied, else `raft`.
+    advertise: String,
     data_dir: PathBuf,
     log: PathBuf,
     child: std::sync::Mutex<Option<Child>>,
 }
 
 pub struct Cluster {
+    proxies: Vec<crate::proxy::Proxy>,
     dir: tempfile::TempDir,
     nodes: Vec<NodeProc>,
     peers: String,
@@ -77,20 +83,31 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(opts.nodes as usize * 2)?;
         let mut nodes = Vec::new();
+        let mut proxies = Vec::new();
         for i in 0..opts.nodes {
             let id = i + 1;
+            let raft = format!("127.0.0.1:{}", ports[i as usize * 2 + 1]);
+            let advertise = if opts.proxied {
+                let p = crate::proxy::Proxy::start(std::net::TcpListener::bind("127.0.0.1:0")?, raft.clone())?;
+                let a = p.addr.clone();
+                proxies.push(p);
+                a
+            } else {
+                raft.clone()
+            };
             nodes.push(NodeProc {
                 id,
                 http: format!("127.0.0.1:{}", ports[i as usize * 2]),
-                raft: format!("127.0.0.1:{}", ports[i as usize * 2 + 1]),
+                raft,
+                advertise,
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: std::sync::Mutex::new(None),
             });
         }
-        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft)).collect::<Vec<_>>().join(",");
+        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.advertise)).collect::<Vec<_>>().join(",");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
-        let c = Cluster { dir, nodes, peers, opts, http };
+        let c = Cluster { proxies, dir, nodes, peers, opts, http };
         for id in 1..=c.opts.nodes {
             c.spawn(id)?;
         }
@@ -113,7 +130,8 @@ impl Cluster {
         let child = Command::new(bin)
             .arg("node")
             .args(["--node-id", &id.to_string(), "--cluster-id", "test-cluster"])
-            .args(["--listen", &n.http, "--raft-listen", &n.raft, "--peers", &peers])
+            .args(["--listen", &n.http, "--raft-listen", &n.raft, "--raft-advertise", &n.advertise])
+            .args(["--peers", &peers])
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(["--data-groups", &opts.data_groups.to_string()])
@@ -140,6 +158,11 @@ impl Cluster {
     pub fn restart(&self, id: u64) -> anyhow::Result<()> {
         self.kill(id);
         self.spawn(id)
+    }
+
+    /// The fault proxy in front of node `id` (clusters started with `proxied`).
+    pub fn proxy(&self, id: u64) -> Option<&crate::proxy::Proxy> {
+        self.proxies.get(id as usize - 1)
     }
 
     /// The process id of a running node.

@@ -5,6 +5,7 @@
 //!
 //! - [`Cluster`]: start N nodes, kill, restart, wait for readiness, read status.
 //! - [`client`]: the core HTTP API (create chat, append, history).
+//! - [`proxy`]: a userspace TCP proxy per node for partitions between nodes.
 //! - [`chat`]: the chat API client (REST and WebSocket), also used by examples.
 //!
 //! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
@@ -12,6 +13,7 @@
 pub mod chat;
 pub mod client;
 mod cluster;
+pub mod proxy;
 
 pub use cluster::binary;
 

@@ -258,6 +258,7 @@ impl Presence {
             "entries": entries,
             "entriesPerOwner": per_owner,
             "incarnation": incarnation,
+            "fingerprint": t.fingerprint().to_string(),
             "version": counter,
             "gossipBytesSent": self.gossip_bytes_sent.load(Ordering::Relaxed),
             "gossipBytesReceived": self.gossip_bytes_received.load(Ordering::Relaxed),

@@ -218,6 +218,21 @@ impl Table {
         (self.entries.len(), n, per_owner)
     }
 
+    /// A hash of every entry (user, owner, status, version): equal on two nodes when their tables
+    /// hold the same entries.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::Hash;
+        use std::hash::Hasher;
+        let mut all: Vec<(&Uuid, &NodeId, &Entry)> =
+            self.entries.iter().flat_map(|(u, m)| m.iter().map(move |(o, e)| (u, o, e))).collect();
+        all.sort_by_key(|(u, o, _)| (**u, **o));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (u, o, e) in all {
+            (u, o, e.status as u8, e.incarnation, e.counter, e.last_seen_ms).hash(&mut h);
+        }
+        h.finish()
+    }
+
     pub fn version(&self) -> (u64, u64) {
         (self.incarnation, self.counter)
     }

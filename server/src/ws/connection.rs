@@ -336,20 +336,30 @@ impl Writer {
     }
 
     /// Delivers `chat` from its next seq up to `upto` (or the head), from history.
+    /// Delivers `chat` from its next seq up to `upto` (or the head), from history.
+    ///
+    /// It reads the nearest replica first: that never blocks on a quorum, so a node cut off from
+    /// the leader keeps serving what it has (and presence). Only a gap below a seq an event
+    /// announced, which the nearest replica has not applied yet, is read from the leader.
     async fn catch_up(&mut self, chat: Uuid, upto: Option<u64>) -> Result<(), String> {
+        self.catch_up_at(chat, upto, Consistency::Local).await?;
+        if upto.is_some_and(|u| self.next.get(&chat).is_some_and(|n| *n <= u)) {
+            self.catch_up_at(chat, upto, Consistency::Linearizable).await?;
+        }
+        Ok(())
+    }
+
+    async fn catch_up_at(&mut self, chat: Uuid, upto: Option<u64>, c: Consistency) -> Result<(), String> {
         loop {
             let Some(&next) = self.next.get(&chat) else { return Ok(()) };
             if upto.is_some_and(|u| next > u) {
                 return Ok(());
             }
-            let (msgs, has_more, _head) = match self
-                .service
-                .messages(chat, next - 1, upto.map(|u| u + 1), CATCH_UP_PAGE, false, Consistency::Linearizable)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return Err(format!("catch-up of {chat} failed: {e}")),
-            };
+            let (msgs, has_more, _head) =
+                match self.service.messages(chat, next - 1, upto.map(|u| u + 1), CATCH_UP_PAGE, false, c).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(format!("catch-up of {chat} failed: {e}")),
+                };
             for m in msgs {
                 self.push(chat, m).await?;
             }

@@ -9,6 +9,7 @@ mod group;
 mod no_replica;
 mod offline;
 mod presence;
+mod presence_partition;
 mod slow_consumer;
 
 use raftchat_tests::chat::Api;
