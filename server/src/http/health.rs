@@ -14,12 +14,42 @@ pub fn routes() -> Router<AppState> {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/internal/v1/status", get(status))
-        .route("/internal/v1/presence", get(presence))
+        .route("/internal/v1/presence", get(presence).post(set_presence))
+        .route("/internal/v1/presence/{user_id}", get(user_presence))
 }
 
 /// The presence table: size, version, entries per owner node, gossip bytes.
 async fn presence(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.presence.stats())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SetPresence {
+    user_id: uuid::Uuid,
+    status: String,
+}
+
+/// Sets any user's presence through this node, as a REST client of that user would (for tests
+/// and benchmarks; like all of `/internal/v1`, not for the public network).
+async fn set_presence(
+    State(s): State<AppState>,
+    crate::http::error::JsonBody(req): crate::http::error::JsonBody<SetPresence>,
+) -> Result<Json<serde_json::Value>, crate::http::error::ApiError> {
+    use crate::presence::table::Status;
+    let status = Status::parse(&req.status)
+        .ok_or_else(|| crate::http::error::ApiError::bad_request("status must be online, away or offline"))?;
+    s.presence.set_connection(req.user_id, 0, (status != Status::Offline).then_some(status));
+    Ok(Json(serde_json::json!({ "userId": req.user_id, "status": s.presence.view(&req.user_id).status.as_str() })))
+}
+
+/// One user's presence as this node sees it.
+async fn user_presence(
+    State(s): State<AppState>,
+    axum::extract::Path(user): axum::extract::Path<uuid::Uuid>,
+) -> Json<serde_json::Value> {
+    let v = s.presence.view(&user);
+    Json(serde_json::json!({ "userId": user, "status": v.status.as_str(), "lastSeenMs": v.last_seen_ms }))
 }
 
 async fn livez() -> &'static str {
