@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         while t0.elapsed() < Duration::from_secs(secs) {
             tick.tick().await;
             let i = rand::thread_rng().gen_range(0..USERS);
-            let s = if k % 2 == 0 { "away" } else { "online" };
+            let s = if k.is_multiple_of(2) { "away" } else { "online" };
             set(&c, 1 + i as u64 % nodes, users[i], s).await?;
             k += 1;
         }
@@ -80,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         for s in 0..SAMPLES {
             let i = rand::thread_rng().gen_range(0..USERS);
             let owner = 1 + i as u64 % nodes;
-            let target = if s % 2 == 0 { "offline" } else { "online" };
+            let target = if s.is_multiple_of(2) { "offline" } else { "online" };
             let start = Instant::now();
             set(&c, owner, users[i], target).await?;
             for other in c.ids().into_iter().filter(|n| *n != owner) {
