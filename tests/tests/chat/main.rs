@@ -10,6 +10,7 @@ mod no_replica;
 mod offline;
 mod presence;
 mod presence_partition;
+mod presence_timeouts;
 mod slow_consumer;
 
 use raftchat_tests::chat::Api;
