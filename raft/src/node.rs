@@ -202,6 +202,11 @@ impl Node {
         self.inner.engine.stats()
     }
 
+    /// Bytes on disk of the Raft log and of the chat state.
+    pub fn disk_bytes(&self) -> (u64, u64) {
+        (self.inner.engine.disk_bytes(), self.inner.db.size_on_disk())
+    }
+
     fn is_bootstrapper(&self) -> bool {
         let peers = &self.inner.config.initial_peers;
         peers.is_empty() || peers.keys().next() == Some(&self.id())

@@ -5,19 +5,23 @@
 //! - [`config`]: flags > env > file > defaults, resolved into the core's settings.
 //! - [`run`]: starts a node (the replicated core plus its HTTP server) and stops it cleanly.
 //! - [`dev`]: N nodes on 127.0.0.1 in one process, for trying raftchat out.
+//! - [`admin`]: the admin CLI (`raftchat admin --server URL status`).
 //! - [`http`]: the HTTP server: health, the core API, errors.
 //! - [`api`]: the public REST API under `/api/v1`; [`ws`]: the WebSocket endpoint `/ws`.
 //! - [`service`]: what the chat API does (accounts, chats, messages), on the core's router.
 //! - [`delivery`]: committed events to the connections of this node.
 //! - [`presence`]: the gossiped presence table, typing indicators.
+//! - [`metrics`]: `/metrics` for Prometheus.
 //! - [`auth`]: password hashes and session tokens.
 
+mod admin;
 mod api;
 mod auth;
 mod config;
 mod delivery;
 mod dev;
 mod http;
+mod metrics;
 mod presence;
 mod run;
 mod service;
@@ -42,6 +46,8 @@ enum Command {
     Node(Box<config::NodeArgs>),
     /// Run a local cluster of N nodes on 127.0.0.1 until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Administer a running cluster through any node.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -63,6 +69,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => run::node_main(*args).await,
             Command::Dev(args) => dev::dev_main(args).await,
+            Command::Admin(args) => admin::admin_main(args).await,
         }
     });
     match res {

@@ -60,6 +60,9 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         .await
         .with_context(|| format!("node {} failed to start", cfg.core.node_id))?;
     let router = Arc::new(GroupRouter::new(node.clone()));
+    let metrics = crate::metrics::Metrics::new();
+    metrics.observe_wal(&node);
+    metrics.spawn_sampler(node.clone(), shutdown.clone());
     let service = crate::service::ChatService {
         node: node.clone(),
         router: router.clone(),
@@ -68,6 +71,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
             token_ttl_ms: cfg.token_ttl_secs * 1000,
         },
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
+        metrics: metrics.clone(),
     };
     let hub = crate::delivery::Hub::new(service.clone(), cfg.ws_queue_len, shutdown.clone());
     let presence = crate::presence::Presence::start(
@@ -92,6 +96,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         shutdown: shutdown.clone(),
         presence,
         timing,
+        metrics,
     };
     let app = http::routes(state);
     let mut sd = shutdown.clone();

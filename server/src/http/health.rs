@@ -15,6 +15,8 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/internal/v1/status", get(status))
         .route("/internal/v1/presence", get(presence).post(set_presence))
+        .route("/metrics", get(metrics))
+        .route("/internal/v1/cluster", get(cluster))
         .route("/internal/v1/presence/{user_id}", get(user_presence))
 }
 
@@ -50,6 +52,32 @@ async fn user_presence(
 ) -> Json<serde_json::Value> {
     let v = s.presence.view(&user);
     Json(serde_json::json!({ "userId": user, "status": v.status.as_str(), "lastSeenMs": v.last_seen_ms }))
+}
+
+/// Prometheus text format; names documented in docs/OPERATIONS.md.
+async fn metrics(State(s): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    let body = s.metrics.render(&s.node, s.hub.connections(), s.presence.counts());
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+}
+
+/// The cluster layout as this node knows it: nodes and where each data group lives.
+async fn cluster(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let Some(l) = s.node.layout() else { return Json(serde_json::json!({ "initialized": false })) };
+    let nodes: Vec<serde_json::Value> = l
+        .nodes
+        .iter()
+        .map(|(id, n)| serde_json::json!({ "nodeId": id, "raftAddr": n.raft_addr, "apiAddr": n.api_addr }))
+        .collect();
+    let groups: Vec<serde_json::Value> =
+        (1..=l.data_groups).map(|g| serde_json::json!({ "group": g, "replicas": l.replicas(g) })).collect();
+    Json(serde_json::json!({
+        "initialized": true,
+        "clusterId": l.cluster_id,
+        "epoch": l.epoch,
+        "dataGroups": l.data_groups,
+        "nodes": nodes,
+        "groups": groups,
+    }))
 }
 
 async fn livez() -> &'static str {

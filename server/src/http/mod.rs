@@ -35,6 +35,7 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     pub presence: Arc<crate::presence::Presence>,
     pub timing: crate::ws::connection::Timing,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn routes(state: AppState) -> Router {

@@ -249,6 +249,12 @@ impl Presence {
         }
     }
 
+    /// (users, entries) in the table.
+    pub fn counts(&self) -> (usize, usize) {
+        let (users, entries, _) = self.table().stats();
+        (users, entries)
+    }
+
     pub fn stats(&self) -> serde_json::Value {
         let t = self.table();
         let (users, entries, per_owner) = t.stats();

@@ -54,6 +54,7 @@ impl ChatService {
             return Err(ApiError::bad_request("clientMsgId must be 1 to 128 bytes"));
         }
         if !self.limiter.allow(me) {
+            self.metrics.rate_limited.inc();
             return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many messages; slow down"));
         }
         let chat = match target {
@@ -69,8 +70,11 @@ impl ChatService {
             kind: kind.to_string(),
             body: text,
         };
+        let started = std::time::Instant::now();
         match self.write(self.group(&chat)?, cmd).await? {
             CommandOutcome::Appended { chat, seq, message_id, ts_ms, .. } => {
+                self.metrics.messages_committed.inc();
+                self.metrics.commit_latency.observe(started.elapsed().as_secs_f64());
                 Ok(Sent { chat, seq, message_id, ts_ms, client_msg_id })
             }
             other => Err(super::unexpected(other)),

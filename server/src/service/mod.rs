@@ -44,6 +44,7 @@ pub struct ChatService {
     pub router: Arc<GroupRouter>,
     pub config: ServiceConfig,
     pub limiter: Arc<rate::RateLimiter>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn now_ms() -> u64 {

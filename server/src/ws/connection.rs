@@ -375,6 +375,9 @@ impl Writer {
             return Ok(());
         }
         *next += 1;
+        let metrics = &self.service.metrics;
+        metrics.messages_delivered.inc();
+        metrics.delivery_latency.observe(crate::service::now_ms().saturating_sub(m.ts_ms) as f64 / 1000.0);
         self.send(ServerFrame::Message {
             chat_id: chat,
             seq: m.seq,

@@ -24,13 +24,23 @@ pub struct FlushRequest {
     pub done: Done,
 }
 
+/// Called after every fsync round with its duration and the log entries it covered.
+pub type FsyncObserver = Box<dyn Fn(std::time::Duration, u64) + Send + Sync>;
+
 /// Counters of the flusher, readable at any time.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct FlushStats {
     pub fsyncs: AtomicU64,
     pub requests: AtomicU64,
     pub entries: AtomicU64,
     pub fsync_micros_total: AtomicU64,
+    pub observer: std::sync::OnceLock<FsyncObserver>,
+}
+
+impl std::fmt::Debug for FlushStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushStats").field("fsyncs", &self.fsyncs).field("entries", &self.entries).finish()
+    }
 }
 
 /// Bound on requests taken into one fsync round; the rest wait for the next round.
@@ -62,7 +72,11 @@ fn run(rx: mpsc::Receiver<FlushRequest>, stats: &FlushStats) {
         }
         stats.fsyncs.fetch_add(synced.len() as u64, Ordering::Relaxed);
         stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.fsync_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let took = started.elapsed();
+        stats.fsync_micros_total.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        if let Some(observe) = stats.observer.get() {
+            observe(took, batch.iter().map(|r| r.entries).sum());
+        }
         for req in batch.drain(..) {
             stats.entries.fetch_add(req.entries, Ordering::Relaxed);
             let key = Arc::as_ptr(&req.file);

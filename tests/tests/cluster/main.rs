@@ -1,9 +1,11 @@
 //! Cluster tests: real `raftchat node` processes on 127.0.0.1 (build the binary first:
 //! `cargo build --bin raftchat`). One module per scenario; they run one at a time.
 
+mod admin;
 mod bad_data_dir;
 mod failover;
 mod idempotency;
+mod metrics;
 mod replication;
 mod restart;
 

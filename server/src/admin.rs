@@ -1,0 +1,151 @@
+//! `raftchat admin --server URL <verb>`: the admin CLI. Every verb is an HTTP call to a node's
+//! client port (`/internal/v1/...`), so everything it shows is also available to scripts.
+//!
+//! - `status`: nodes (up/down, address), per group replicas, leader, term, applied index per
+//!   replica, replication lag, and the cluster's fault tolerance ("can lose 1 node").
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Any node's client URL, e.g. http://127.0.0.1:7700.
+    #[arg(long, env = "RAFTCHAT_SERVER", default_value = "http://127.0.0.1:7700")]
+    server: String,
+    /// Output format: table or json.
+    #[arg(long, default_value = "table")]
+    output: String,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Verb {
+    /// Nodes, groups, leaders, lag and fault tolerance.
+    Status,
+}
+
+pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.output == "table" || args.output == "json", "--output must be table or json");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    match args.verb {
+        Verb::Status => {
+            let report = status(&http, args.server.trim_end_matches('/')).await?;
+            if args.output == "json" {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_table(&report);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let r = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(r.status().is_success(), "GET {url}: {}", r.status());
+    Ok(r.json().await?)
+}
+
+/// Builds the cluster report from the layout and every node's own status.
+async fn status(http: &reqwest::Client, server: &str) -> anyhow::Result<Value> {
+    let cluster = get(http, &format!("{server}/internal/v1/cluster")).await?;
+    anyhow::ensure!(cluster["initialized"] == true, "the cluster is not initialized yet");
+    let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();
+    let mut node_status: BTreeMap<u64, Option<Value>> = BTreeMap::new();
+    for n in &nodes {
+        let id = n["nodeId"].as_u64().unwrap_or(0);
+        let addr = n["apiAddr"].as_str().unwrap_or("");
+        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        node_status.insert(id, get(http, &format!("{url}/internal/v1/status")).await.ok());
+    }
+    let up = |id: u64| node_status.get(&id).is_some_and(|s| s.is_some());
+    // Per group: what each up node reports.
+    let mut groups = Vec::new();
+    let mut min_spare = i64::MAX;
+    let mut group_ids: Vec<(u64, Vec<u64>)> = vec![(0, node_status.keys().copied().collect())];
+    for g in cluster["groups"].as_array().cloned().unwrap_or_default() {
+        let replicas: Vec<u64> =
+            g["replicas"].as_array().cloned().unwrap_or_default().iter().filter_map(Value::as_u64).collect();
+        group_ids.push((g["group"].as_u64().unwrap_or(0), replicas));
+    }
+    for (gid, replicas) in group_ids {
+        let mut leader = None;
+        let mut term = 0;
+        let mut applied = BTreeMap::new();
+        for (nid, st) in &node_status {
+            let Some(st) = st else { continue };
+            let Some(view) =
+                st["groups"].as_array().and_then(|gs| gs.iter().find(|x| x["group"].as_u64() == Some(gid)))
+            else {
+                continue;
+            };
+            term = term.max(view["term"].as_u64().unwrap_or(0));
+            if view["isLeader"] == true {
+                leader = Some(*nid);
+            }
+            applied.insert(*nid, view["appliedIndex"].as_u64().unwrap_or(0));
+        }
+        let voters = if gid == 0 { applied.len().max(replicas.len()) } else { replicas.len() };
+        let alive = replicas.iter().filter(|r| up(**r)).count();
+        let quorum = voters / 2 + 1;
+        min_spare = min_spare.min(alive as i64 - quorum as i64);
+        let lag = applied.values().max().unwrap_or(&0) - applied.values().min().unwrap_or(&0);
+        groups.push(serde_json::json!({
+            "group": gid, "replicas": replicas, "leader": leader, "term": term,
+            "applied": applied, "lag": lag, "aliveReplicas": alive,
+        }));
+    }
+    let can_lose = min_spare.max(0);
+    let node_rows: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let id = n["nodeId"].as_u64().unwrap_or(0);
+            serde_json::json!({ "nodeId": id, "apiAddr": n["apiAddr"], "raftAddr": n["raftAddr"], "up": up(id) })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "clusterId": cluster["clusterId"],
+        "epoch": cluster["epoch"],
+        "nodes": node_rows,
+        "groups": groups,
+        "faultTolerance": { "canLoseNodes": can_lose,
+            "summary": format!("can lose {can_lose} node{}", if can_lose == 1 { "" } else { "s" }) },
+    }))
+}
+
+fn print_table(r: &Value) {
+    println!("cluster {}  (layout epoch {})", r["clusterId"].as_str().unwrap_or("?"), r["epoch"]);
+    println!();
+    println!("{:<6} {:<6} {:<22} {:<22}", "NODE", "STATE", "CLIENT", "RAFT");
+    for n in r["nodes"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<6} {:<22} {:<22}",
+            n["nodeId"].to_string(),
+            if n["up"] == true { "up" } else { "DOWN" },
+            n["apiAddr"].as_str().unwrap_or(""),
+            n["raftAddr"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+    println!("{:<6} {:<12} {:<7} {:<6} {:<8} {:<6}", "GROUP", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG");
+    for g in r["groups"].as_array().into_iter().flatten() {
+        let replicas: Vec<String> = g["replicas"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
+        let max_applied =
+            g["applied"].as_object().map(|m| m.values().filter_map(Value::as_u64).max().unwrap_or(0)).unwrap_or(0);
+        println!(
+            "{:<6} {:<12} {:<7} {:<6} {:<8} {:<6}",
+            g["group"].to_string(),
+            replicas.join(","),
+            g["leader"].as_u64().map_or("none".to_string(), |l| l.to_string()),
+            g["term"].to_string(),
+            max_applied,
+            g["lag"].to_string()
+        );
+    }
+    println!();
+    println!("fault tolerance: {}", r["faultTolerance"]["summary"].as_str().unwrap_or("?"));
+}
