@@ -158,6 +158,10 @@ impl Node {
             let n = node.clone();
             tokio::spawn(async move { n.bootstrap().await });
         }
+        let weak = Arc::downgrade(&node.inner);
+        node.inner.pool.set_member_probe(Box::new(move |id| {
+            weak.upgrade().is_some_and(|n| n.layout_tx.borrow().as_ref().is_some_and(|l| l.nodes.contains_key(&id)))
+        }));
         let n = node.clone();
         tokio::spawn(async move { n.follow_layout().await });
         Ok(node)
@@ -192,6 +196,11 @@ impl Node {
         let mut v: Vec<_> = self.inner.groups.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by_key(|g| g.id);
         v
+    }
+
+    /// Resolves with a reason when this node must stop (see `PeerPool::lost_data`).
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.inner.pool.fatal()
     }
 
     pub fn pool(&self) -> &Arc<PeerPool> {
@@ -329,6 +338,8 @@ impl Node {
         loop {
             let layout = rx.borrow_and_update().clone();
             if let Some(l) = layout {
+                // Holding a layout means holding cluster state.
+                self.inner.pool.set_pristine(false);
                 self.reconcile(&l).await;
             }
             tokio::select! {

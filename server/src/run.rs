@@ -133,9 +133,16 @@ pub async fn node_main(args: NodeArgs) -> anyhow::Result<()> {
     init_logging(&cfg.log_format);
     let (tx, rx) = watch::channel(false);
     let running = start(cfg, rx).await?;
-    signal().await;
+    let mut fatal = running.node.fatal();
+    let reason = tokio::select! {
+        _ = signal() => None,
+        r = fatal.wait_for(|f| f.is_some()) => r.ok().and_then(|f| f.clone()),
+    };
     tracing::info!("shutting down");
     tx.send_replace(true);
     running.stop().await;
-    Ok(())
+    match reason {
+        Some(r) => Err(anyhow::anyhow!(r)),
+        None => Ok(()),
+    }
 }

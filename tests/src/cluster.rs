@@ -170,6 +170,24 @@ impl Cluster {
         lock(&self.node(id).child).as_ref().map(|c| c.id())
     }
 
+    /// Waits up to `timeout` for node `id` to exit by itself; returns its exit code.
+    pub async fn wait_exit(&self, id: u64, timeout: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            {
+                let mut child = lock(&self.node(id).child);
+                if let Some(c) = child.as_mut() {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        child.take();
+                        return Some(status.code().unwrap_or(-1));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     pub fn is_up(&self, id: u64) -> bool {
         lock(&self.node(id).child).is_some()
     }

@@ -24,6 +24,8 @@ pub struct Hello {
     pub from_raft_addr: String,
     /// The sender has no Raft state at all (a never-started node).
     pub pristine: bool,
+    /// The sender's cluster layout lists the receiver as a member.
+    pub you_are_member: bool,
 }
 
 /// The accepting node's answer to a valid [`Hello`].
@@ -32,6 +34,8 @@ pub struct Welcome {
     pub node: NodeId,
     pub api_addr: String,
     pub pristine: bool,
+    /// The accepting node's cluster layout lists the dialer as a member.
+    pub you_are_member: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -106,6 +110,7 @@ mod tests {
             from_api_addr: "a".into(),
             from_raft_addr: "r".into(),
             pristine: true,
+            you_are_member: false,
         });
         let bytes = encode(&f).unwrap();
         let back = read(&mut &bytes[..]).await.unwrap();

@@ -93,8 +93,20 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
         }
         return Err(reason);
     }
-    let welcome =
-        Frame::Welcome(Welcome { node: me.node_id, api_addr: me.api_addr.clone(), pristine: pool.pristine() });
+    if hello.you_are_member && pool.pristine() {
+        let reason = pool.lost_data(hello.from);
+        if let Ok(bytes) = frame::encode(&Frame::Refused(reason.clone())) {
+            let _ =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)).await;
+        }
+        return Err(reason);
+    }
+    let welcome = Frame::Welcome(Welcome {
+        node: me.node_id,
+        api_addr: me.api_addr.clone(),
+        pristine: pool.pristine(),
+        you_are_member: pool.is_member(hello.from),
+    });
     let bytes = frame::encode(&welcome).map_err(|e| e.to_string())?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes))
         .await
@@ -123,6 +135,7 @@ mod tests {
             from_api_addr: String::new(),
             from_raft_addr: "127.0.0.1:1".into(),
             pristine: false,
+            you_are_member: false,
         }
     }
 

@@ -54,11 +54,18 @@ pub struct LocalIdentity {
     pub raft_addr: String,
 }
 
+/// Answers a question about the local node's state (set once by the node).
+pub type Probe = Box<dyn Fn(NodeId) -> bool + Send + Sync>;
+
 pub struct PeerPool {
     pub me: LocalIdentity,
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     inbound: Arc<dyn Inbound>,
     pristine: AtomicBool,
+    /// Whether the local cluster layout lists a node as a member.
+    member: std::sync::OnceLock<Probe>,
+    /// Set when this node must not go on (its data was lost); the reason names both sides.
+    fatal: watch::Sender<Option<String>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -74,12 +81,41 @@ impl PeerPool {
             peers: Mutex::new(HashMap::new()),
             inbound,
             pristine: AtomicBool::new(pristine),
+            member: std::sync::OnceLock::new(),
+            fatal: watch::channel(None).0,
             shutdown,
         })
     }
 
     pub fn inbound(&self) -> Arc<dyn Inbound> {
         self.inbound.clone()
+    }
+
+    pub fn set_member_probe(&self, p: Probe) {
+        let _ = self.member.set(p);
+    }
+
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.member.get().is_some_and(|f| f(id))
+    }
+
+    /// Resolves with the reason once this node must stop.
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+
+    /// A peer knows this node as a member although this node has no state: its data was lost.
+    pub fn lost_data(&self, peer: NodeId) -> String {
+        let reason = format!(
+            "node {me}'s data directory holds no cluster state, but node {peer} knows node {me} as a member of cluster {c:?}: \
+             its data was lost or this is the wrong directory. Start node {me} on its own data directory, \
+             or remove node {me} from the cluster before it joins again with empty data",
+            me = self.me.node_id,
+            c = self.me.cluster_id
+        );
+        tracing::error!(%reason, "refusing to run with lost data");
+        self.fatal.send_replace(Some(reason.clone()));
+        reason
     }
 
     pub fn set_pristine(&self, p: bool) {
@@ -235,6 +271,7 @@ impl PeerPool {
             from_api_addr: self.me.api_addr.clone(),
             from_raft_addr: self.me.raft_addr.clone(),
             pristine: self.pristine(),
+            you_are_member: self.is_member(id),
         });
         let bytes = frame::encode(&hello).map_err(|e| e.to_string())?;
         let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -245,6 +282,7 @@ impl PeerPool {
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
         match reply {
+            Frame::Welcome(w) if w.node == id && w.you_are_member && self.pristine() => Err(self.lost_data(id)),
             Frame::Welcome(w) if w.node == id => {
                 let conn = Conn::spawn(stream, id, self.inbound.clone(), self.shutdown.clone());
                 Ok((conn, PeerInfo { api_addr: w.api_addr, pristine: w.pristine }))
