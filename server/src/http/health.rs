@@ -120,6 +120,9 @@ struct GroupStatus {
     term: u64,
     last_log_index: Option<u64>,
     applied_index: Option<u64>,
+    /// Log entries up to here are gone (covered by the snapshot).
+    purged_index: Option<u64>,
+    snapshot_index: Option<u64>,
     voters: Vec<u64>,
 }
 
@@ -155,6 +158,8 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
                 term: m.current_term,
                 last_log_index: m.last_log_index,
                 applied_index: m.last_applied.map(|l| l.index),
+                purged_index: m.purged.map(|l| l.index),
+                snapshot_index: m.snapshot.map(|l| l.index),
                 voters: m.membership_config.membership().voter_ids().collect(),
             }
         })
