@@ -134,10 +134,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let group_counts = list(2, &[1, 64]);
     let in_flights = list(3, &[1, 64, 256]);
-    let bin = std::env::var("RAFTCHAT_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/raftchat"));
-    anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bin raftchat", bin.display());
+    let bin = raftchat_tests::release_binary()?;
     println!(
         "{:>6} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>12} {:>10} {:>6}",
         "groups",

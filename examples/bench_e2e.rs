@@ -19,10 +19,7 @@ use raftchat_tests::Opts;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let bin = std::env::var("RAFTCHAT_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/raftchat"));
-    anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bin raftchat", bin.display());
+    let bin = raftchat_tests::release_binary()?;
     // One closed-loop sender exceeds the default per-user limit (50/s): lift it for the benchmark.
     let extra_args = ["--sends-per-sec", "1000000", "--sends-burst", "1000000"].map(String::from).to_vec();
     let c = Cluster::start(Opts { binary: Some(bin), extra_args, ..Default::default() }).await?;

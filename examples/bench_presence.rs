@@ -47,10 +47,7 @@ async fn gossip_bytes(c: &Cluster) -> anyhow::Result<u64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let bin = std::env::var("RAFTCHAT_BIN")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/raftchat"));
-    anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bin raftchat", bin.display());
+    let bin = raftchat_tests::release_binary()?;
     println!("{:>5} {:>10} {:>10} {:>10} {:>22}", "nodes", "conv p50", "conv p99", "conv max", "gossip B/s per node");
     for nodes in [3u64, 5] {
         let c = Cluster::start(Opts { nodes, data_groups: 8, binary: Some(bin.clone()), ..Default::default() }).await?;

@@ -33,6 +33,14 @@ pub struct Router {
     leaders: Mutex<HashMap<GroupId, NodeId>>,
 }
 
+/// Why routed work gave up.
+enum Failure {
+    /// An answer that retrying cannot change.
+    Definite(AppError),
+    /// The deadline passed; `maybe_applied` when some attempt may have taken effect.
+    Deadline { last: AppError, maybe_applied: bool },
+}
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -81,45 +89,35 @@ impl Router {
 
     /// Commits `cmd` in group `g` and returns its outcome.
     pub async fn write(&self, g: GroupId, cmd: ChatCommand) -> Result<CommandOutcome, AppError> {
-        let deadline = tokio::time::Instant::now() + self.node.inner.config.write_timeout;
-        let mut maybe_applied = false;
-        let mut last_err = AppError::Unavailable("no leader found".into());
-        let mut attempt = 0;
-        while tokio::time::Instant::now() < deadline {
-            attempt += 1;
-            let Some(target) = self.target(g, attempt) else {
-                backoff().await;
-                continue;
-            };
-            let res = if target == self.node.id() {
-                match self.node.group(g) {
-                    Some(h) => self.node.propose_local(&h, cmd.clone()).await,
-                    None => Err(AppError::GroupNotHosted),
-                }
-            } else {
-                self.call(target, g, RpcRequest::Write(cmd.clone())).await.and_then(|r| match r {
-                    RpcResponse::Write(w) => w,
-                    RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
-                    _ => Err(AppError::Unknown("unexpected response".into())),
-                })
-            };
-            match res {
-                Ok(out) => {
-                    self.remember(g, Some(target));
-                    return Ok(out);
-                }
-                Err(e) => {
-                    if !self.retryable(g, target, &e, &mut maybe_applied).await {
-                        return Err(e);
+        let me = self.node.id();
+        let res = self
+            .with_leader(g, true, |target| {
+                let cmd = cmd.clone();
+                async move {
+                    if target == me {
+                        match self.node.group(g) {
+                            Some(h) => self.node.propose_local(&h, cmd).await,
+                            None => Err(AppError::GroupNotHosted),
+                        }
+                    } else {
+                        match self.call(target, g, RpcRequest::Write(cmd)).await? {
+                            RpcResponse::Write(w) => w,
+                            RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
+                            _ => Err(AppError::Unknown("unexpected response".into())),
+                        }
                     }
-                    last_err = e;
                 }
+            })
+            .await;
+        match res {
+            Ok(out) => Ok(out),
+            Err(Failure::Definite(e)) => Err(e),
+            Err(Failure::Deadline { last, maybe_applied: true }) => {
+                Err(AppError::Unknown(format!("deadline passed; last error: {last}")))
             }
-        }
-        if maybe_applied {
-            Err(AppError::Unknown(format!("deadline passed; last error: {last_err}")))
-        } else {
-            Err(AppError::Unavailable(format!("deadline passed; last error: {last_err}")))
+            Err(Failure::Deadline { last, maybe_applied: false }) => {
+                Err(AppError::Unavailable(format!("deadline passed; last error: {last}")))
+            }
         }
     }
 
@@ -131,46 +129,68 @@ impl Router {
             }
         }
         let linearizable = consistency == Consistency::Linearizable;
+        let me = self.node.id();
+        let res = self
+            .with_leader(g, linearizable, |target| {
+                let query = query.clone();
+                async move {
+                    if target == me {
+                        match self.node.group(g) {
+                            Some(h) => read_local(&h, &query, linearizable, target).await,
+                            None => Err(AppError::GroupNotHosted),
+                        }
+                    } else {
+                        match self.call(target, g, RpcRequest::Read { query, linearizable }).await? {
+                            RpcResponse::Read(r) => r,
+                            RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
+                            _ => Err(AppError::Unknown("unexpected response".into())),
+                        }
+                    }
+                }
+            })
+            .await;
+        match res {
+            Ok(r) => Ok(r),
+            Err(Failure::Definite(e)) => Err(e),
+            Err(Failure::Deadline { last, .. }) => {
+                Err(AppError::Unavailable(format!("deadline passed; last error: {last}")))
+            }
+        }
+    }
+
+    /// Runs `attempt_at(target)` against the group's leader (as best known) until it succeeds,
+    /// fails definitely, or the deadline passes; updates the leader cache along the way.
+    async fn with_leader<T, F, Fut>(&self, g: GroupId, remember: bool, mut attempt_at: F) -> Result<T, Failure>
+    where
+        F: FnMut(NodeId) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AppError>>,
+    {
         let deadline = tokio::time::Instant::now() + self.node.inner.config.write_timeout;
-        let mut last_err = AppError::Unavailable("no leader found".into());
+        let mut maybe_applied = false;
+        let mut last = AppError::Unavailable("no leader found".into());
         let mut attempt = 0;
-        let mut ignored = false;
         while tokio::time::Instant::now() < deadline {
             attempt += 1;
             let Some(target) = self.target(g, attempt) else {
                 backoff().await;
                 continue;
             };
-            let res = if target == self.node.id() {
-                match self.node.group(g) {
-                    Some(h) => read_local(&h, &query, linearizable, target).await,
-                    None => Err(AppError::GroupNotHosted),
-                }
-            } else {
-                self.call(target, g, RpcRequest::Read { query: query.clone(), linearizable }).await.and_then(
-                    |r| match r {
-                        RpcResponse::Read(r) => r,
-                        RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
-                        _ => Err(AppError::Unknown("unexpected response".into())),
-                    },
-                )
-            };
-            match res {
-                Ok(r) => {
-                    if linearizable {
+            match attempt_at(target).await {
+                Ok(v) => {
+                    if remember {
                         self.remember(g, Some(target));
                     }
-                    return Ok(r);
+                    return Ok(v);
                 }
                 Err(e) => {
-                    if !self.retryable(g, target, &e, &mut ignored).await {
-                        return Err(e);
+                    if !self.retryable(g, target, &e, &mut maybe_applied).await {
+                        return Err(Failure::Definite(e));
                     }
-                    last_err = e;
+                    last = e;
                 }
             }
         }
-        Err(AppError::Unavailable(format!("deadline passed; last error: {last_err}")))
+        Err(Failure::Deadline { last, maybe_applied })
     }
 
     /// Polls recent events of group `g` from `from` (a replica), waiting up to `wait_ms`.

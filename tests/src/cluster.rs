@@ -67,6 +67,15 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
+/// The release build of `raftchat` for benchmarks: `$RAFTCHAT_BIN`, else the workspace's.
+pub fn release_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::var("RAFTCHAT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/raftchat"));
+    anyhow::ensure!(bin.exists(), "{} not found: cargo build --release --bin raftchat", bin.display());
+    Ok(bin)
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -16,6 +16,7 @@ mod cluster;
 pub mod proxy;
 
 pub use cluster::binary;
+pub use cluster::release_binary;
 
 pub use cluster::Cluster;
 pub use cluster::Opts;
