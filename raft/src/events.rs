@@ -83,29 +83,38 @@ impl EventLog {
     /// `wait` when there is nothing new.
     pub async fn poll(&self, group: GroupId, epoch: u64, after: Option<u64>, wait: Duration) -> EventBatch {
         let deadline = tokio::time::Instant::now() + wait;
+        // The first look at the ring fixes the position: events arriving while we wait come after it.
+        let (pos, reset, ring_epoch, notify) = {
+            let mut rings = self.rings();
+            let ring = Self::ring(&mut rings, group);
+            let (pos, mut reset) = match after {
+                Some(a) if epoch == ring.epoch && a <= ring.last => (a, false),
+                Some(_) => (ring.buf.front().map_or(ring.last, |(id, _)| id - 1), true),
+                None => (ring.last, false),
+            };
+            let oldest = ring.buf.front().map_or(ring.last + 1, |(id, _)| *id);
+            if pos + 1 < oldest {
+                reset = true;
+            }
+            (pos, reset, ring.epoch, ring.notify.clone())
+        };
         loop {
-            let notified = {
+            // Register for the wake-up before looking, so a push between the look and the wait
+            // is never missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
                 let mut rings = self.rings();
                 let ring = Self::ring(&mut rings, group);
-                let (after, mut reset) = match after {
-                    Some(a) if epoch == ring.epoch && a <= ring.last => (a, false),
-                    Some(_) => (ring.buf.front().map_or(ring.last, |(id, _)| id - 1), true),
-                    None => (ring.last, false),
-                };
-                let oldest = ring.buf.front().map_or(ring.last + 1, |(id, _)| *id);
-                if after + 1 < oldest {
-                    reset = true;
-                }
                 let events: Vec<(u64, Applied)> =
-                    ring.buf.iter().filter(|(id, _)| *id > after).take(POLL_MAX).cloned().collect();
+                    ring.buf.iter().filter(|(id, _)| *id > pos).take(POLL_MAX).cloned().collect();
                 if !events.is_empty() || reset || tokio::time::Instant::now() >= deadline {
-                    let last = events.last().map_or(after, |(id, _)| *id);
-                    return EventBatch { epoch: ring.epoch, events, last, reset };
+                    let last = events.last().map_or(pos, |(id, _)| *id);
+                    return EventBatch { epoch: ring_epoch, events, last, reset };
                 }
-                ring.notify.clone()
-            };
-            // Register before re-checking would be ideal; a missed wake-up costs at most `wait`.
-            let _ = tokio::time::timeout_at(deadline, notified.notified()).await;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
         }
     }
 }
@@ -116,6 +125,29 @@ mod tests {
 
     fn ev(i: u64) -> Applied {
         Applied::Members { chat: uuid::Uuid::from_u128(i as u128) }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_poll_sees_every_push_promptly() {
+        let log = Arc::new(EventLog::default());
+        let start = log.poll(1, 0, None, Duration::from_millis(1)).await;
+        let mut last = start.last;
+        for i in 0..200u64 {
+            let l2 = log.clone();
+            let pusher = tokio::spawn(async move { l2.push(1, [ev(i)]) });
+            let t = std::time::Instant::now();
+            let got = log.poll(1, start.epoch, Some(last), Duration::from_secs(5)).await;
+            pusher.await.unwrap();
+            assert!(t.elapsed() < Duration::from_secs(1), "poll {i} waited {:?}", t.elapsed());
+            assert_eq!(got.events.len(), 1);
+            last = got.last;
+        }
+        // Waiting from "now" returns what arrives during the wait.
+        let l2 = log.clone();
+        let waiter = tokio::spawn(async move { l2.poll(1, 0, None, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log.push(1, [ev(999)]);
+        assert_eq!(waiter.await.unwrap().events.len(), 1);
     }
 
     #[tokio::test]
