@@ -80,17 +80,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    // Hold all listeners until every port is picked, so no port is handed out twice.
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-    Ok(listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+/// Binds `n` listeners on 127.0.0.1 port 0. Callers hold them until every other port they need
+/// is bound too, so the OS never hands the same port out twice, then drop them just before the
+/// processes that use the ports start.
+fn reserve_ports(n: usize) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    Ok((0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?)
 }
 
 impl Cluster {
     pub async fn start(opts: Opts) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
-        let ports = free_ports(opts.nodes as usize * 2)?;
+        let reserved = reserve_ports(opts.nodes as usize * 2)?;
+        let ports: Vec<u16> = reserved.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
         let mut nodes = Vec::new();
         let mut proxies = Vec::new();
         for i in 0..opts.nodes {
@@ -116,6 +117,8 @@ impl Cluster {
         }
         let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.advertise)).collect::<Vec<_>>().join(",");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+        // The proxies hold their own listeners; release the node ports for the nodes to bind.
+        drop(reserved);
         let c = Cluster { proxies, dir, nodes, peers, opts, http };
         for id in 1..=c.opts.nodes {
             c.spawn(id)?;
