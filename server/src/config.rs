@@ -89,6 +89,11 @@ pub struct NodeArgs {
     /// Async runtime worker threads [default: the number of cores].
     #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Serve the unauthenticated `/internal/v1` chat and presence API (tests, benchmarks, local
+    /// development). Never on a network clients can reach.
+    #[arg(long, env = "RAFTCHAT_INTERNAL_API")]
+    #[serde(default)]
+    pub internal_api: bool,
     /// Log format: text or json [default: text].
     #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -121,6 +126,7 @@ pub struct NodeConfig {
     pub heartbeat_secs: u64,
     pub away_secs: u64,
     pub failure_detect_ms: u64,
+    pub internal_api: bool,
 }
 
 macro_rules! merge {
@@ -147,6 +153,7 @@ impl NodeArgs {
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
+        self.internal_api |= file.internal_api;
         Ok(self)
     }
 
@@ -201,6 +208,7 @@ impl NodeArgs {
             heartbeat_secs: self.heartbeat_secs.unwrap_or(30).max(2),
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
+            internal_api: self.internal_api,
         })
     }
 }

@@ -45,6 +45,8 @@ pub async fn dev_main(args: DevArgs) -> anyhow::Result<()> {
             data_dir: Some(args.data_dir.join(format!("node-{i}"))),
             peers: Some(peers.clone()),
             data_groups: Some(args.data_groups),
+            // A local playground: the core log API is handy and nothing is exposed.
+            internal_api: true,
             ..Default::default()
         };
         let cfg = node_args.resolve()?;

@@ -143,7 +143,7 @@ impl Cluster {
             .arg("node")
             .args(["--node-id", &id.to_string(), "--cluster-id", "test-cluster"])
             .args(["--listen", &n.http, "--raft-listen", &n.raft, "--raft-advertise", &n.advertise])
-            .args(["--peers", &peers])
+            .args(["--peers", &peers, "--internal-api"])
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(["--data-groups", &opts.data_groups.to_string()])

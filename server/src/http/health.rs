@@ -9,14 +9,21 @@ use serde::Serialize;
 
 use super::AppState;
 
+/// Health, status and metrics: read-only facts about the node, always served.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/internal/v1/status", get(status))
-        .route("/internal/v1/presence", get(presence).post(set_presence))
+        .route("/internal/v1/presence", get(presence))
         .route("/metrics", get(metrics))
         .route("/internal/v1/cluster", get(cluster))
+}
+
+/// Setting and reading any user's presence without a token: only with `--internal-api`.
+pub fn unauthenticated_routes() -> Router<AppState> {
+    Router::new()
+        .route("/internal/v1/presence", axum::routing::post(set_presence))
         .route("/internal/v1/presence/{user_id}", get(user_presence))
 }
 

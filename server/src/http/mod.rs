@@ -2,7 +2,7 @@
 //!
 //! - [`health`]: `/livez`, `/readyz`, `/internal/v1/status`.
 //! - [`core_api`]: the replicated core's chat log over HTTP (`/internal/v1/chats/...`), used by
-//!   the cluster tests and benchmarks.
+//!   the cluster tests and benchmarks; served only with `--internal-api` (no authentication).
 //! - The public chat API is in [`crate::api`] (REST) and [`crate::ws`] (WebSocket).
 //! - [`error`]: API errors and the JSON body extractor.
 
@@ -38,10 +38,13 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .merge(health::routes())
-        .merge(core_api::routes())
+pub fn routes(state: AppState, internal_api: bool) -> Router {
+    let mut router = Router::new().merge(health::routes());
+    if internal_api {
+        // Writes and reads as any user, without a token: for tests, benchmarks and local dev.
+        router = router.merge(core_api::routes()).merge(health::unauthenticated_routes());
+    }
+    router
         .merge(crate::api::routes())
         .merge(crate::ws::routes())
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))

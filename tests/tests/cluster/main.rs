@@ -5,6 +5,7 @@ mod admin;
 mod bad_data_dir;
 mod failover;
 mod idempotency;
+mod internal_api;
 mod lost_data;
 mod metrics;
 mod replication;
