@@ -122,9 +122,9 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 return reject(Rejection::Invalid("clientMsgId too long".into()));
             }
             let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
-            if w.member(chat, sender)?.is_none() {
+            let Some(mut sender_member) = w.member(chat, sender)? else {
                 return reject(Rejection::NotMember);
-            }
+            };
             if !client_msg_id.is_empty() {
                 if let Some(seq) = w.dedup(chat, sender, client_msg_id)? {
                     // The original message decides id and timestamp of the answer.
@@ -148,6 +148,11 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             };
             w.put_message(chat, &message)?;
             w.put_chat(*chat, h);
+            // Sending in a chat means having read it: the sender's own messages never count as
+            // unread for them. Only `read` moves: `delivered` is where the sender's other devices
+            // resume, and they have not received anything yet.
+            sender_member.read = sender_member.read.max(seq);
+            w.put_member(*chat, *sender, Some(sender_member));
             let outcome =
                 CommandOutcome::Appended { chat: *chat, seq, message_id: *message_id, ts_ms: *ts_ms, duplicate: false };
             Ok((outcome, Some(Applied::Message { chat: *chat, message })))

@@ -92,6 +92,18 @@ fn membership_rules() {
 }
 
 #[test]
+fn a_sender_has_read_what_they_sent() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    run(&g, &[create(chat, ChatKind::Direct, a, vec![b]), append(chat, a, "1"), append(chat, a, "2")]);
+    let ma = g.member(&chat, &a).unwrap().unwrap();
+    // Read moves; delivered (where a's other devices resume) does not.
+    assert_eq!((ma.delivered, ma.read), (0, 2));
+    let mb = g.member(&chat, &b).unwrap().unwrap();
+    assert_eq!((mb.delivered, mb.read), (0, 0));
+}
+
+#[test]
 fn receipts_only_rise_and_stay_below_the_head() {
     let (_d, g) = group();
     let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
