@@ -101,6 +101,8 @@ impl ChatService {
             return Err(ApiError::bad_request("a direct chat needs another user"));
         }
         let chat = direct_chat_id(me, other);
+        // A local read is enough here: if it misses a chat just created elsewhere, creating it
+        // again is a no-op (CreateChat and the index writes are idempotent).
         if self.chat_header(chat, Consistency::Local).await?.is_some() {
             return Ok(chat);
         }
@@ -182,11 +184,13 @@ impl ChatService {
     /// A chat as `user` sees it (who must be a member).
     pub async fn chat_view(&self, user: Uuid, chat: Uuid, member_limit: u32) -> Result<ChatView, ApiError> {
         let me = self.membership(user, chat, Consistency::Linearizable).await?;
-        let (header, members) =
-            match self.read(self.group(&chat)?, ReadQuery::Chat { chat, member_limit }, Consistency::Local).await? {
-                ReadResult::Chat { header, members } => (header, members),
-                other => return Err(super::unexpected(other)),
-            };
+        let (header, members) = match self
+            .read(self.group(&chat)?, ReadQuery::Chat { chat, member_limit }, Consistency::Linearizable)
+            .await?
+        {
+            ReadResult::Chat { header, members } => (header, members),
+            other => return Err(super::unexpected(other)),
+        };
         let last = header.next_seq - 1;
         Ok(ChatView {
             chat_id: chat,

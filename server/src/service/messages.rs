@@ -123,7 +123,7 @@ impl ChatService {
     /// a message of `me` with a seq at or below them is delivered to (read by) everyone.
     pub async fn receipt_floor(&self, me: Uuid, chat: Uuid) -> Result<(u64, u64), ApiError> {
         let query = ReadQuery::Chat { chat, member_limit: super::chats::MEMBERS_LISTED_MAX };
-        match self.read(self.group(&chat)?, query, Consistency::Local).await? {
+        match self.read(self.group(&chat)?, query, Consistency::Linearizable).await? {
             ReadResult::Chat { members, .. } => {
                 let others = members.iter().filter(|(u, _)| *u != me);
                 let delivered = others.clone().map(|(_, m)| m.delivered).min().unwrap_or(u64::MAX);

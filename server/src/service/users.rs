@@ -133,15 +133,16 @@ impl ChatService {
         if !valid_username(username) {
             return Ok(None);
         }
-        match self.get(self.username_group(username)?, name_key(username), Consistency::Local).await? {
+        match self.get(self.username_group(username)?, name_key(username), Consistency::Linearizable).await? {
             Some(b) => Ok(Some(decode(&b)?)),
             None => Ok(None),
         }
     }
 
-    /// A user's public record, if the user exists.
+    /// A user's public record, if the user exists. Linearizable: a user registered a moment ago
+    /// through another node exists here too.
     pub async fn user(&self, user: &Uuid) -> Result<Option<UserRecord>, ApiError> {
-        match self.get(self.group(user)?, id_key(user), Consistency::Local).await? {
+        match self.get(self.group(user)?, id_key(user), Consistency::Linearizable).await? {
             Some(b) => Ok(Some(decode(&b)?)),
             None => Ok(None),
         }
