@@ -1,7 +1,5 @@
 //! The openraft type configuration and the entry payloads every group replicates.
 
-use std::io::Cursor;
-
 use openraft::BasicNode;
 use serde::Deserialize;
 use serde::Serialize;
@@ -14,10 +12,6 @@ pub type NodeId = u64;
 /// Group 0 is the metadata group; data groups are 1..=data_groups.
 pub type GroupId = u32;
 pub const META_GROUP: GroupId = 0;
-
-// `Cursor` is referenced by the macro's default list even though we override SnapshotData.
-#[allow(unused_imports)]
-use Cursor as _;
 
 openraft::declare_raft_types!(
     /// raftchat's openraft types: snapshots are files, streamed in chunks.

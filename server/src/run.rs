@@ -88,8 +88,6 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
     };
     let state = http::AppState {
         node: node.clone(),
-        router,
-        max_text_bytes: cfg.max_text_bytes,
         service,
         hub,
         ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.ws_connections_max)),

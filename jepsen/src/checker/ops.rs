@@ -38,6 +38,24 @@ pub struct Op {
 }
 
 impl Op {
+    /// An operation begun by `e` (its invocation, or a completion that stands alone), not yet
+    /// completed: `info` until a completion says otherwise.
+    fn started(e: &Event) -> Op {
+        Op {
+            index: e.index,
+            f: e.f.clone(),
+            chat: e.chat.clone().unwrap_or_default(),
+            session: e.session.clone(),
+            node: e.node.clone(),
+            invoke_time: e.time,
+            complete_time: None,
+            outcome: Outcome::Info,
+            args: e.value.clone(),
+            value: Value::Null,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn msg_id(&self) -> Option<&str> {
         self.args["msg_id"].as_str()
     }
@@ -68,20 +86,7 @@ pub fn pair(events: &[Event]) -> Vec<Op> {
         let process = e.process.to_string();
         let outcome = match e.kind {
             Kind::Invoke => {
-                let op = Op {
-                    index: e.index,
-                    f: e.f.clone(),
-                    chat: e.chat.clone().unwrap_or_default(),
-                    session: e.session.clone(),
-                    node: e.node.clone(),
-                    invoke_time: e.time,
-                    complete_time: None,
-                    outcome: Outcome::Info,
-                    args: e.value.clone(),
-                    value: Value::Null,
-                    entries: Vec::new(),
-                };
-                if let Some(prev) = open.insert(process, op) {
+                if let Some(prev) = open.insert(process, Op::started(e)) {
                     ops.push(prev);
                 }
                 continue;
@@ -96,19 +101,7 @@ pub fn pair(events: &[Event]) -> Vec<Op> {
                 if let Some(o) = other {
                     open.insert(process.clone(), o);
                 }
-                Op {
-                    index: e.index,
-                    f: e.f.clone(),
-                    chat: e.chat.clone().unwrap_or_default(),
-                    session: e.session.clone(),
-                    node: e.node.clone(),
-                    invoke_time: e.time,
-                    complete_time: None,
-                    outcome: Outcome::Info,
-                    args: e.value.clone(),
-                    value: Value::Null,
-                    entries: Vec::new(),
-                }
+                Op::started(e)
             }
         };
         op.complete_time = Some(e.time);

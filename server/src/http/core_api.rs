@@ -36,10 +36,6 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/chats/{chat_id}/messages", post(append).get(history))
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 fn parse_chat(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown_chat", format!("{s:?} is not a chat id")))
@@ -73,7 +69,7 @@ async fn create_chat(
         name: req.name,
         creator: req.creator,
         members: req.members,
-        ts_ms: now_ms(),
+        ts_ms: crate::service::now_ms(),
     };
     match submit(&s, chat, cmd).await? {
         CommandOutcome::Created { chat, existed } => {
@@ -109,11 +105,11 @@ async fn append(
     Json(req): Json<Append>,
 ) -> Result<Json<Appended>, ApiError> {
     let chat = parse_chat(&chat_id)?;
-    if req.text.len() > s.max_text_bytes {
+    if req.text.len() > s.service.config.max_text_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("text is {} bytes; the limit is {}", req.text.len(), s.max_text_bytes),
+            format!("text is {} bytes; the limit is {}", req.text.len(), s.service.config.max_text_bytes),
         ));
     }
     let client_msg_id = req.client_msg_id.unwrap_or_else(|| Uuid::new_v4().to_string());
@@ -125,7 +121,7 @@ async fn append(
         sender: req.sender,
         client_msg_id,
         message_id: Uuid::new_v4(),
-        ts_ms: now_ms(),
+        ts_ms: crate::service::now_ms(),
         kind: req.kind.unwrap_or_else(|| "text".into()),
         body: req.text,
     };
@@ -138,15 +134,8 @@ async fn append(
 }
 
 /// Routes a command to its chat's group and turns refusals into API errors.
-pub async fn submit(s: &AppState, chat: Uuid, cmd: ChatCommand) -> Result<CommandOutcome, ApiError> {
-    let layout = s
-        .node
-        .layout()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))?;
-    match s.router.write(layout.group_of(&chat), cmd).await? {
-        CommandOutcome::Rejected(r) => Err(r.into()),
-        out => Ok(out),
-    }
+async fn submit(s: &AppState, chat: Uuid, cmd: ChatCommand) -> Result<CommandOutcome, ApiError> {
+    s.service.write(s.service.group(&chat)?, cmd).await
 }
 
 fn unexpected(o: CommandOutcome) -> ApiError {
@@ -195,11 +184,7 @@ async fn history(
     Query(p): Query<HistoryParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_chat(&chat_id)?;
-    let layout = s
-        .node
-        .layout()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))?;
-    let group = layout.group_of(&chat);
+    let group = s.service.group(&chat)?;
     let newest_first = p.before.is_some() && p.after.is_none();
     let query = ReadQuery::History {
         chat,
@@ -209,8 +194,8 @@ async fn history(
         newest_first,
     };
     let result = match p.consistency.as_deref().unwrap_or("linearizable") {
-        "linearizable" => s.router.read(group, query, Consistency::Linearizable).await?,
-        "local" => s.router.read(group, query, Consistency::Local).await?,
+        "linearizable" => s.service.router.read(group, query, Consistency::Linearizable).await?,
+        "local" => s.service.router.read(group, query, Consistency::Local).await?,
         "replica" => {
             let g = s.node.group(group).ok_or_else(|| {
                 ApiError::new(

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use raftchat_raft::node::Node;
-use raftchat_raft::router::Router as GroupRouter;
 use tokio::sync::watch;
 use tokio::sync::Semaphore;
 
@@ -26,8 +25,7 @@ pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub node: Node,
-    pub router: Arc<GroupRouter>,
-    pub max_text_bytes: usize,
+    /// Chat logic; it also holds the router and the limits.
     pub service: crate::service::ChatService,
     pub hub: Arc<crate::delivery::Hub>,
     /// One permit per open WebSocket: the connection cap.

@@ -234,8 +234,10 @@ async fn read_loop(
 async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWriter {
     match frame {
         ClientFrame::Ping => ToWriter::Frame(ServerFrame::Pong),
-        // Consumed by the reader loop; never reaches here.
-        ClientFrame::Presence { .. } | ClientFrame::Typing { .. } => ToWriter::Frame(ServerFrame::Pong),
+        // The reader loop handles these itself (they need its per-connection state).
+        ClientFrame::Presence { .. } | ClientFrame::Typing { .. } => {
+            ToWriter::Frame(ServerFrame::error("internal", "frame handled by the reader loop", None))
+        }
         ClientFrame::Sync { chats } => ToWriter::Sync(chats),
         ClientFrame::Message { to, chat_id, text, client_msg_id, kind } => {
             let reference = client_msg_id.clone().unwrap_or_else(|| "message".into());

@@ -135,6 +135,8 @@ struct Inner {
     dir: PathBuf,
     segment_bytes: u64,
     state: Mutex<EngineState>,
+    /// Not bounded by a capacity: openraft 0.9 keeps at most one append per group in flight
+    /// (plus its vote, truncate or purge), so the queue holds at most a few entries per group.
     flush_tx: Mutex<Option<mpsc::Sender<FlushRequest>>>,
     stats: Arc<FlushStats>,
 }

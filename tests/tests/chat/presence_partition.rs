@@ -45,8 +45,11 @@ async fn presence_converges_after_a_partition_heals() -> anyhow::Result<()> {
     let _wx = Ws::connect(&c.url(1), x, false).await?;
     drop(wy);
     wb.wait_for(SECS_10, "y offline on node 3", presence_of(y.user, "offline")).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_ne!(fingerprints(&c).await?[0], fingerprints(&c).await?[2], "the sides should differ during the partition");
+    raftchat_tests::eventually(SECS_10, "the two sides to differ during the partition", || async {
+        let f = fingerprints(&c).await.ok()?;
+        (f[0] != f[2]).then_some(())
+    })
+    .await?;
 
     c.proxy(3).ok_or_else(|| anyhow::anyhow!("no proxy"))?.heal();
     wa.wait_for(Duration::from_secs(20), "b back online after heal", presence_of(b.user, "online")).await?;

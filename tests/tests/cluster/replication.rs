@@ -1,8 +1,6 @@
 //! 5,000 appends to 500 chats from concurrent clients through all three nodes: every
 //! acknowledged append appears exactly once, at its acknowledged seq, on all three replicas.
 
-use std::time::Duration;
-
 use raftchat_tests::Cluster;
 use raftchat_tests::Opts;
 
@@ -27,10 +25,9 @@ async fn appends_are_replicated_exactly_once_in_order() -> anyhow::Result<()> {
         check_all(&c, node, "replica", &chats, &r).await?;
     }
     check_all(&c, 2, "linearizable", &chats, &r).await?;
-    // Group commit: fewer fsyncs than appended entries on the busiest node.
+    // The WAL counters behind the group-commit figures in docs/BENCHMARKS.md are served.
     let st = c.status(1).await?;
     let (fsyncs, entries) = (st["walFsyncs"].as_u64().unwrap_or(0), st["walEntries"].as_u64().unwrap_or(0));
     assert!(fsyncs > 0 && entries > 0, "{st}");
-    let _ = Duration::ZERO;
     Ok(())
 }
