@@ -1,15 +1,31 @@
 //! # jepsen
 //!
-//! Jepsen-style consistency testing of raftchat. It treats raftchat as a black box: it never
-//! links node internals, only reads and writes histories of what clients saw.
+//! Jepsen-style consistency testing of raftchat. It treats raftchat as a black box: it runs the
+//! real binary as processes, talks to it only over its public HTTP and WebSocket API (plus the
+//! read-only replica dumps of `--internal-api` for the final reads), and links no node
+//! internals.
 //!
 //! - [`history`]: the JSON-lines history format (invoke, then ok / fail / info), as in
-//!   ../shared/research/reliability.md §2.
+//!   ../shared/research/reliability.md §2; [`recorder`] writes it during a run.
 //! - [`checker`]: the properties checked over a history, with a verdict (valid, invalid,
 //!   unknown), counts and the offending operations.
-//!
-//! The harness that runs nodes, clients and nemeses and writes histories comes next; today
-//! `jepsen check HISTORY` checks a history written by anything that follows the format.
+//! - [`db`]: the nodes as processes, with their fault proxies ([`net::proxy`]).
+//! - [`client`]: one operation against the API and how its outcome is classified;
+//!   [`workload`]: workers, subscriptions and the final reads.
+//! - [`nemesis`]: the faults and their schedule, with a coverage record.
+//! - [`runner`]: one run end to end; [`report`] and [`plot`]: its results; [`suite`]: the
+//!   CI suite (every nemesis, every negative control); [`binary`]: which raftchat runs.
 
+pub mod binary;
 pub mod checker;
+pub mod client;
+pub mod db;
 pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod plot;
+pub mod recorder;
+pub mod report;
+pub mod runner;
+pub mod suite;
+pub mod workload;

@@ -1,36 +1,174 @@
-//! `jepsen check HISTORY.jsonl`: checks a history and prints the report as JSON.
-//! Exit code: 0 valid, 1 invalid, 2 unknown or a harness error.
+//! `jepsen test ...` runs raftchat under faults and checks it; `jepsen suite` runs every nemesis
+//! and every negative control; `jepsen check HISTORY.jsonl` checks a history.
+//! Exit code: 0 valid (suite: all passed), 1 invalid (suite: a case failed), 2 unknown or a
+//! harness error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use jepsen::checker::Verdict;
+use jepsen::nemesis::Fault;
+use jepsen::runner::TestOpts;
 
 #[derive(Parser)]
-#[command(name = "jepsen", about = "Jepsen-style consistency checking for raftchat")]
+#[command(name = "jepsen", about = "Jepsen-style consistency testing for raftchat")]
 enum Cli {
-    /// Check a JSON-lines history.
-    Check { history: std::path::PathBuf },
+    /// Run raftchat under faults and check the history.
+    Test(TestArgs),
+    /// Every nemesis, then every negative control (the CI suite).
+    Suite {
+        #[command(flatten)]
+        args: TestArgs,
+        /// Run only the cases whose name contains one of these (e.g. `kill,no_dedup`).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// Check a JSON-lines history and print the report as JSON.
+    Check { history: PathBuf },
 }
 
-fn main() -> std::process::ExitCode {
-    let Cli::Check { history } = Cli::parse();
-    let text = match std::fs::read_to_string(&history) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("jepsen: cannot read {}: {e}", history.display());
-            return std::process::ExitCode::from(2);
+#[derive(clap::Args, Clone)]
+struct TestArgs {
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Seconds of workload and faults.
+    #[arg(long, default_value_t = 60)]
+    time_limit: u64,
+    /// Faults: kill, pause, partition, client, clock, lost-writes; `all` (every one this machine
+    /// supports) or `none`.
+    #[arg(long, default_value = "partition,kill,pause", value_delimiter = ',')]
+    nemesis: Vec<String>,
+    /// Operations per second over all workers.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Run a raftchat built with this deliberate bug (built by the harness when needed).
+    #[arg(long = "unsafe")]
+    unsafe_knob: Option<String>,
+    /// Results directory [default: target/jepsen/<label>-<time>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The raftchat binary [default: $RAFTCHAT_BIN, else the workspace's build].
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    #[arg(long, default_value_t = 6)]
+    workers: usize,
+    #[arg(long, default_value_t = 3)]
+    chats: usize,
+    #[arg(long, default_value_t = 3)]
+    subscribers: usize,
+    /// Seconds of quiet before each fault.
+    #[arg(long, default_value_t = 3.0)]
+    interval: f64,
+    /// Seconds each fault lasts.
+    #[arg(long, default_value_t = 6.0)]
+    hold: f64,
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+    #[arg(long, default_value_t = 2_000)]
+    logs_kept: u64,
+    #[arg(long, default_value_t = 16)]
+    data_groups: u32,
+}
+
+fn faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
+    let mut out = Vec::new();
+    for n in names {
+        match n.as_str() {
+            "all" => out.extend(Fault::ALL),
+            "none" | "" => {}
+            other => out.push(Fault::parse(other).ok_or_else(|| {
+                let all: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
+                anyhow::anyhow!("unknown nemesis {other:?}; known: {all:?}, all, none")
+            })?),
         }
-    };
-    let events = match jepsen::history::parse(&text) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("jepsen: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn opts(a: &TestArgs, label: &str) -> anyhow::Result<TestOpts> {
+    let fs = faults(&a.nemesis)?;
+    anyhow::ensure!(a.nodes >= 3, "--nodes must be at least 3");
+    anyhow::ensure!(a.rate > 0.0 && a.workers > 0 && a.chats > 0, "--rate, --workers and --chats must be positive");
+    Ok(TestOpts {
+        nodes: a.nodes,
+        time_limit: Duration::from_secs(a.time_limit),
+        faults: fs,
+        rate: a.rate,
+        unsafe_knob: a.unsafe_knob.clone(),
+        out: a.out.clone().unwrap_or_else(|| jepsen::runner::default_out(label)),
+        binary: jepsen::binary::resolve(a.binary.clone(), a.unsafe_knob.is_some())?,
+        workers: a.workers,
+        chats: a.chats,
+        subscribers: a.subscribers,
+        interval: Duration::from_secs_f64(a.interval),
+        hold: Duration::from_secs_f64(a.hold),
+        snapshot_every: a.snapshot_every,
+        logs_kept: a.logs_kept,
+        data_groups: a.data_groups,
+    })
+}
+
+fn check(history: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(history)?;
+    let events = jepsen::history::parse(&text)?;
     let report = jepsen::checker::check(&events);
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    std::process::ExitCode::from(match report.verdict {
-        jepsen::checker::Verdict::Valid => 0,
-        jepsen::checker::Verdict::Invalid => 1,
-        jepsen::checker::Verdict::Unknown => 2,
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::from(match report.verdict {
+        Verdict::Valid => 0,
+        Verdict::Invalid => 1,
+        Verdict::Unknown => 2,
+    }))
+}
+
+async fn test(a: TestArgs) -> anyhow::Result<ExitCode> {
+    let label = a.unsafe_knob.clone().unwrap_or_else(|| a.nemesis.join("-"));
+    let o = opts(&a, &label)?;
+    let r = jepsen::runner::run(o).await?;
+    print!("{}", std::fs::read_to_string(r.dir.join("summary.txt")).unwrap_or_default());
+    Ok(ExitCode::from(r.exit_code()))
+}
+
+async fn suite(mut a: TestArgs, only: Vec<String>) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.unsafe_knob.is_none(), "the suite picks its own knobs; drop --unsafe");
+    a.nemesis = vec!["none".into()];
+    let out = a.out.clone().unwrap_or_else(jepsen::suite::default_out);
+    let base = opts(&a, "suite")?;
+    let results = jepsen::suite::run(&base, &only, &out).await?;
+    println!("{:<34} {:<6} detail", "case", "result");
+    for r in &results {
+        let verdict = match (&r.skipped, r.passed) {
+            (Some(_), _) => "SKIP",
+            (None, true) => "PASS",
+            (None, false) => "FAIL",
+        };
+        println!("{:<34} {:<6} {}", r.name, verdict, r.skipped.as_deref().unwrap_or(&r.detail));
+    }
+    println!("results: {}", out.display());
+    Ok(ExitCode::from(if results.iter().all(|r| r.passed) { 0 } else { 1 }))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jepsen: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli {
+            Cli::Test(a) => test(a).await,
+            Cli::Suite { args, only } => suite(args, only).await,
+            Cli::Check { history } => check(&history),
+        }
+    });
+    res.unwrap_or_else(|e| {
+        eprintln!("jepsen: {e:#}");
+        ExitCode::from(2)
     })
 }

@@ -9,6 +9,8 @@ use raftchat_storage::chat_store::Member;
 use raftchat_storage::chat_store::MessageRecord;
 use raftchat_storage::chat_store::Role;
 use raftchat_storage::chat_store::StateWriter;
+use raftchat_storage::unsafe_knobs;
+use raftchat_storage::unsafe_knobs::Knob;
 use raftchat_storage::StorageError;
 
 use crate::command::ChatCommand;
@@ -117,46 +119,9 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 Some(Applied::Members { chat: *chat }),
             ))
         }
-        ChatCommand::Append { chat, sender, client_msg_id, message_id, ts_ms, kind, body } => {
-            if client_msg_id.len() > CLIENT_MSG_ID_MAX {
-                return reject(Rejection::Invalid("clientMsgId too long".into()));
-            }
-            let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
-            let Some(mut sender_member) = w.member(chat, sender)? else {
-                return reject(Rejection::NotMember);
-            };
-            if !client_msg_id.is_empty() {
-                if let Some(seq) = w.dedup(chat, sender, client_msg_id)? {
-                    // The original message decides id and timestamp of the answer.
-                    let (message_id, ts_ms) = original(w, chat, seq, *message_id, *ts_ms)?;
-                    return Ok((
-                        CommandOutcome::Appended { chat: *chat, seq, message_id, ts_ms, duplicate: true },
-                        None,
-                    ));
-                }
-            }
-            let seq = h.next_seq;
-            h.next_seq += 1;
-            let message = MessageRecord {
-                seq,
-                message_id: *message_id,
-                sender: *sender,
-                client_msg_id: client_msg_id.clone(),
-                ts_ms: *ts_ms,
-                kind: kind.clone(),
-                body: body.clone(),
-            };
-            w.put_message(chat, &message)?;
-            w.put_chat(*chat, h);
-            // Sending in a chat means having read it: the sender's own messages never count as
-            // unread for them. Only `read` moves: `delivered` is where the sender's other devices
-            // resume, and they have not received anything yet.
-            sender_member.read = sender_member.read.max(seq);
-            w.put_member(*chat, *sender, Some(sender_member));
-            let outcome =
-                CommandOutcome::Appended { chat: *chat, seq, message_id: *message_id, ts_ms: *ts_ms, duplicate: false };
-            Ok((outcome, Some(Applied::Message { chat: *chat, message })))
-        }
+        ChatCommand::Append { .. } => append(w, cmd, None),
+        #[cfg(feature = "unsafe-knobs")]
+        ChatCommand::AppendAt { seq, append: inner } => append(w, inner, Some(*seq)),
         ChatCommand::Receipt { chat, user, delivered, read } => {
             let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
             let Some(mut m) = w.member(chat, user)? else { return reject(Rejection::NotMember) };
@@ -182,6 +147,54 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             Ok((CommandOutcome::Put, event))
         }
     }
+}
+
+/// Appends a message at the chat's next seq (at `forced_seq` only under the `seq_at_gateway` knob).
+fn append(
+    w: &mut StateWriter,
+    cmd: &ChatCommand,
+    forced_seq: Option<u64>,
+) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
+    let ChatCommand::Append { chat, sender, client_msg_id, message_id, ts_ms, kind, body } = cmd else {
+        return reject(Rejection::Invalid("not an append".into()));
+    };
+    if client_msg_id.len() > CLIENT_MSG_ID_MAX {
+        return reject(Rejection::Invalid("clientMsgId too long".into()));
+    }
+    let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+    let Some(mut sender_member) = w.member(chat, sender)? else {
+        return reject(Rejection::NotMember);
+    };
+    if !client_msg_id.is_empty() && !unsafe_knobs::on(Knob::NoDedup) {
+        if let Some(seq) = w.dedup(chat, sender, client_msg_id)? {
+            // The original message decides id and timestamp of the answer.
+            let (message_id, ts_ms) = original(w, chat, seq, *message_id, *ts_ms)?;
+            return Ok((CommandOutcome::Appended { chat: *chat, seq, message_id, ts_ms, duplicate: true }, None));
+        }
+    }
+    // The seq is assigned here, in log order. (The `seq_at_gateway` knob lets a gateway's guess
+    // decide instead, on purpose.)
+    let seq = forced_seq.unwrap_or(h.next_seq);
+    h.next_seq = h.next_seq.max(seq + 1);
+    let message = MessageRecord {
+        seq,
+        message_id: *message_id,
+        sender: *sender,
+        client_msg_id: client_msg_id.clone(),
+        ts_ms: *ts_ms,
+        kind: kind.clone(),
+        body: body.clone(),
+    };
+    w.put_message(chat, &message)?;
+    w.put_chat(*chat, h);
+    // Sending in a chat means having read it: the sender's own messages never count as
+    // unread for them. Only `read` moves: `delivered` is where the sender's other devices
+    // resume, and they have not received anything yet.
+    sender_member.read = sender_member.read.max(seq);
+    w.put_member(*chat, *sender, Some(sender_member));
+    let outcome =
+        CommandOutcome::Appended { chat: *chat, seq, message_id: *message_id, ts_ms: *ts_ms, duplicate: false };
+    Ok((outcome, Some(Applied::Message { chat: *chat, message })))
 }
 
 fn original(

@@ -39,6 +39,10 @@ pub enum ChatCommand {
     Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
     /// Sets or clears a replicated key (accounts and other small records).
     Put { key: Vec<u8>, value: Option<Vec<u8>>, only_if_absent: bool },
+    /// An `Append` at a seq the gateway chose: the `seq_at_gateway` negative control. Last, so
+    /// that it shifts no other variant's encoding.
+    #[cfg(feature = "unsafe-knobs")]
+    AppendAt { seq: u64, append: Box<ChatCommand> },
 }
 
 impl ChatCommand {
@@ -51,6 +55,8 @@ impl ChatCommand {
             | ChatCommand::Append { chat, .. }
             | ChatCommand::Receipt { chat, .. } => Some(*chat),
             ChatCommand::Put { .. } => None,
+            #[cfg(feature = "unsafe-knobs")]
+            ChatCommand::AppendAt { append, .. } => append.chat(),
         }
     }
 }

@@ -131,6 +131,7 @@ impl Node {
             node_id: config.node_id,
             api_addr: config.api_advertise.clone(),
             raft_addr: raft_addr.clone(),
+            source_ip: Some(bound.ip()).filter(|ip| !ip.is_unspecified()),
         };
         let (layout_tx, _) = watch::channel(None);
         let events = Arc::new(EventLog::default());

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use raftchat_raft::config::CoreConfig;
+use raftchat_storage::unsafe_knobs;
+use raftchat_storage::unsafe_knobs::Knob;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -97,6 +99,15 @@ pub struct NodeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Break a guarantee on purpose, for the Jepsen negative controls (builds with the
+    /// `unsafe-knobs` feature only; needs --i-know-this-is-unsafe). Repeatable.
+    #[arg(long = "unsafe-knob", value_name = "KNOB")]
+    #[serde(skip)]
+    pub unsafe_knobs: Vec<String>,
+    /// Confirms --unsafe-knob.
+    #[arg(long)]
+    #[serde(skip)]
+    pub i_know_this_is_unsafe: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +138,8 @@ pub struct NodeConfig {
     pub away_secs: u64,
     pub failure_detect_ms: u64,
     pub internal_api: bool,
+    /// Deliberate bugs to enable (see `raftchat_storage::unsafe_knobs`).
+    pub unsafe_knobs: Vec<Knob>,
 }
 
 macro_rules! merge {
@@ -209,8 +222,37 @@ impl NodeArgs {
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
             internal_api: self.internal_api,
+            unsafe_knobs: knobs(&self.unsafe_knobs, self.i_know_this_is_unsafe)?,
         })
     }
+}
+
+/// Checks `--unsafe-knob` names: refused unless the build has the feature and the operator
+/// confirmed.
+fn knobs(names: &[String], confirmed: bool) -> Result<Vec<Knob>, ConfigError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !unsafe_knobs::COMPILED {
+        return Err(ConfigError::Invalid(
+            "--unsafe-knob needs a raftchat built with `--features unsafe-knobs`; this build has none".into(),
+        ));
+    }
+    if !confirmed {
+        return Err(ConfigError::Invalid(format!(
+            "--unsafe-knob {names:?} breaks raftchat's guarantees on purpose (Jepsen negative controls); \
+             add --i-know-this-is-unsafe to run it anyway"
+        )));
+    }
+    names
+        .iter()
+        .map(|n| {
+            Knob::parse(n).ok_or_else(|| {
+                let all: Vec<&str> = Knob::ALL.iter().map(|k| k.name()).collect();
+                ConfigError::Invalid(format!("unknown unsafe knob {n:?}; known: {all:?}"))
+            })
+        })
+        .collect()
 }
 
 /// Parses `1=127.0.0.1:7800,2=127.0.0.1:7801`.
@@ -240,6 +282,25 @@ mod tests {
         assert!(parse_peers("x=1:2").is_err());
         assert!(parse_peers("1").is_err());
         assert!(parse_peers("1=nohost").is_err());
+    }
+
+    #[test]
+    fn unsafe_knobs_need_the_feature_and_a_confirmation() {
+        let args = |knobs: &[&str], ok: bool| NodeArgs {
+            unsafe_knobs: knobs.iter().map(|s| s.to_string()).collect(),
+            i_know_this_is_unsafe: ok,
+            ..Default::default()
+        };
+        assert!(args(&[], false).resolve().unwrap().unsafe_knobs.is_empty());
+        let e = args(&["no_dedup"], false).resolve().unwrap_err().to_string();
+        assert!(e.contains("unsafe-knobs") || e.contains("--i-know-this-is-unsafe"), "{e}");
+        let r = args(&["no_dedup"], true).resolve();
+        if unsafe_knobs::COMPILED {
+            assert_eq!(r.unwrap().unsafe_knobs, vec![Knob::NoDedup]);
+            assert!(args(&["bogus"], true).resolve().unwrap_err().to_string().contains("unknown unsafe knob"));
+        } else {
+            assert!(r.unwrap_err().to_string().contains("--features unsafe-knobs"));
+        }
     }
 
     #[test]

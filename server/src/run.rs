@@ -49,6 +49,14 @@ pub async fn signal() {
 }
 
 pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<RunningNode> {
+    if !cfg.unsafe_knobs.is_empty() {
+        // Process-wide and write-once; `raftchat dev` starts several nodes in one process and
+        // never enables knobs.
+        anyhow::ensure!(
+            raftchat_storage::unsafe_knobs::enable(cfg.unsafe_knobs.clone()),
+            "unsafe knobs were already set in this process"
+        );
+    }
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let http_addr = listener.local_addr()?;

@@ -11,6 +11,7 @@
 //! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
 //!   keyed (chat, seq), the idempotency table, and last-applied, written in one atomic batch.
 //! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
+//! - [`unsafe_knobs`]: deliberate bugs for the Jepsen negative controls (feature `unsafe-knobs`).
 //!
 //! Layout of a data directory:
 //!
@@ -31,6 +32,7 @@ pub mod identity;
 pub mod log_store;
 pub mod records;
 pub mod snapshot;
+pub mod unsafe_knobs;
 pub mod wal;
 
 pub use error::StorageError;

@@ -158,6 +158,7 @@ pub fn build(cap: Capture, snapshot_id: String, dir: &SnapshotDir) -> Result<Met
                 let seq = k.get(17..25).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])));
                 matches!((chat_of_key(&k).and_then(|c| cap.next_seq.get(&c)), seq), (Some(n), Some(s)) if s < *n)
             }
+            Some(&PREFIX_DEDUP) if crate::unsafe_knobs::on(crate::unsafe_knobs::Knob::DedupNotInSnapshot) => false,
             Some(&PREFIX_DEDUP) => {
                 let seq: u64 = dec("dedup seq", &v)?;
                 chat_of_key(&k).and_then(|c| cap.next_seq.get(&c)).is_some_and(|n| seq < *n)

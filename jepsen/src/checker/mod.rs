@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::history::Event;
+pub use ops::pair;
 pub use ops::Op;
 pub use ops::Outcome;
 
@@ -191,6 +192,26 @@ fn check_chat(chat: &str, ops: &[&Op], out: &mut Vec<Anomaly>, counts: &mut Coun
             }
         }
         let final_pos: HashMap<&str, u64> = fl.entries.iter().map(|(s, m)| (m.as_str(), *s)).collect();
+        // 3 (per replica): after heal every replica's own copy holds every acknowledged message.
+        for f in finals.iter().filter(|f| f.node.as_deref().is_some_and(|n| n != "lin")) {
+            let here: HashSet<&str> = f.entries.iter().map(|(_, m)| m.as_str()).collect();
+            let mut missing: Vec<&str> = acked.keys().copied().filter(|m| !here.contains(m)).collect();
+            if !missing.is_empty() {
+                missing.sort_unstable();
+                anomaly(
+                    out,
+                    "lost-on-node",
+                    chat,
+                    format!(
+                        "{:?} lacks {} acknowledged messages, e.g. {:?}",
+                        f.node,
+                        missing.len(),
+                        &missing[..missing.len().min(5)]
+                    ),
+                    vec![f.index],
+                );
+            }
+        }
         // 3, 4: lost and wrong-seq.
         for (m, oks) in &acked {
             match final_pos.get(m) {
@@ -260,14 +281,21 @@ fn realtime(chat: &str, sends: &[&Op], final_pos: &HashMap<&str, u64>, out: &mut
             floor_at_invoke.insert(op.index, max_done);
         }
     }
-    for s in sends {
-        let Some(pos) = s.msg_id().and_then(|m| final_pos.get(m).copied()) else { continue };
-        if s.outcome == Outcome::Fail {
-            continue;
+    // A message's place is decided by its first attempt that may have had an effect; retries and
+    // re-sends of it return that place, however late they were invoked.
+    let mut first: HashMap<&str, &Op> = HashMap::new();
+    for s in sends.iter().filter(|s| s.outcome != Outcome::Fail) {
+        if let Some(m) = s.msg_id() {
+            let e = first.entry(m).or_insert(s);
+            if s.invoke_time < e.invoke_time {
+                *e = s;
+            }
         }
+    }
+    for (m, s) in first {
+        let Some(pos) = final_pos.get(m).copied() else { continue };
         if let Some(Some((floor, by))) = floor_at_invoke.get(&s.index) {
             if pos <= *floor {
-                let m = s.msg_id().unwrap_or("?");
                 anomaly(
                     out,
                     "realtime-order",

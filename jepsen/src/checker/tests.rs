@@ -44,6 +44,13 @@ impl H {
     fn final_read(&mut self, entries: &[(u64, &str)]) -> &mut Self {
         self.ev(999, Kind::Ok, "final-read", "c", None, json!({ "entries": entries }))
     }
+    fn replica_read(&mut self, node: &str, entries: &[(u64, &str)]) -> &mut Self {
+        self.final_read(entries);
+        if let Some(e) = self.events.last_mut() {
+            e.node = Some(node.into());
+        }
+        self
+    }
     fn deliver(&mut self, sub: &str, seq: u64, msg: &str) -> &mut Self {
         self.ev(500, Kind::Ok, "deliver", "c", None, json!({ "sub": sub, "seq": seq, "msg_id": msg }))
     }
@@ -80,6 +87,11 @@ fn each_anomaly_is_named() {
         ("lost", {
             let mut h = H::default();
             h.send(1, "a", 1).send(1, "b", 2).final_read(&[(1, "a")]);
+            h
+        }),
+        ("lost-on-node", {
+            let mut h = H::default();
+            h.send(1, "a", 1).send(1, "b", 2).final_read(&[(1, "a"), (2, "b")]).replica_read("n2", &[(1, "a")]);
             h
         }),
         ("duplicate", {

@@ -122,6 +122,10 @@ impl Conn {
         conn
     }
 
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
     pub fn is_closed(&self) -> bool {
         *self.closed_tx.borrow()
     }

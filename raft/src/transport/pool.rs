@@ -41,6 +41,11 @@ pub struct PeerInfo {
 struct Peer {
     addr: watch::Sender<String>,
     conn: watch::Sender<Option<Arc<Conn>>>,
+    /// Other live connections accepted from this peer. Handshakes can finish out of order (a
+    /// dial the peer already gave up on, stuck in a paused node's backlog, may finish after the
+    /// peer's next dial): when the registered connection closes, a live spare takes its place,
+    /// since the peer, whose own connection still works, has no reason to dial again.
+    spares: Mutex<Vec<Arc<Conn>>>,
     info: Mutex<Option<PeerInfo>>,
     dialing: AtomicBool,
 }
@@ -52,6 +57,9 @@ pub struct LocalIdentity {
     pub node_id: NodeId,
     pub api_addr: String,
     pub raft_addr: String,
+    /// Outbound connections start from this address: the node's listen IP when it names one, so
+    /// peers (and firewalls, and fault proxies) see one address per node.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 /// Answers a question about the local node's state (set once by the node).
@@ -137,6 +145,7 @@ impl PeerPool {
                 Arc::new(Peer {
                     addr: watch::channel(String::new()).0,
                     conn: watch::channel(None).0,
+                    spares: Mutex::new(Vec::new()),
                     info: Mutex::new(None),
                     dialing: AtomicBool::new(false),
                 })
@@ -167,22 +176,15 @@ impl PeerPool {
     /// Handshake facts of a connected peer.
     pub fn info(&self, id: NodeId) -> Option<PeerInfo> {
         let peer = self.peers().get(&id).cloned()?;
-        let connected = peer.conn.borrow().as_ref().is_some_and(|c| !c.is_closed());
-        if !connected {
-            return None;
-        }
+        live_conn(&peer)?;
         let info = peer.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
         info
     }
 
     /// Ids of peers with a live connection.
     pub fn connected(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self
-            .peers()
-            .iter()
-            .filter(|(_, p)| p.conn.borrow().as_ref().is_some_and(|c| !c.is_closed()))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut v: Vec<NodeId> =
+            self.peers().iter().filter(|(_, p)| live_conn(p).is_some()).map(|(id, _)| *id).collect();
         v.sort_unstable();
         v
     }
@@ -194,6 +196,11 @@ impl PeerPool {
         *peer.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(info);
         if let Some(old) = peer.conn.send_replace(Some(conn)) {
             tracing::info!(peer = id, closed = old.is_closed(), "peer reconnected");
+            if !old.is_closed() {
+                let mut spares = peer.spares.lock().unwrap_or_else(|e| e.into_inner());
+                spares.retain(|c| !c.is_closed());
+                spares.push(old);
+            }
         }
     }
 
@@ -210,8 +217,9 @@ impl PeerPool {
         let wait = CONNECT_WAIT_MAX.min(timeout);
         let conn = tokio::time::timeout(wait, async {
             loop {
-                if let Some(c) = rx.borrow_and_update().as_ref().filter(|c| !c.is_closed()) {
-                    return Some(c.clone());
+                rx.mark_unchanged();
+                if let Some(c) = live_conn(&peer) {
+                    return Some(c);
                 }
                 if rx.changed().await.is_err() {
                     return None;
@@ -258,8 +266,27 @@ impl PeerPool {
         }
     }
 
+    /// Connects to `addr` from [`LocalIdentity::source_ip`] when the families match.
+    async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.me.source_ip else { return TcpStream::connect(addr).await };
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr} resolves to nothing"));
+        for target in tokio::net::lookup_host(addr).await? {
+            let socket = match target {
+                std::net::SocketAddr::V4(_) if ip.is_ipv4() => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) if ip.is_ipv6() => tokio::net::TcpSocket::new_v6()?,
+                _ => return TcpStream::connect(target).await,
+            };
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            match socket.connect(target).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     async fn dial_once(&self, id: NodeId, addr: &str) -> Result<(Arc<Conn>, PeerInfo), String> {
-        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
@@ -294,5 +321,97 @@ impl PeerPool {
             }
             _ => Err("unexpected handshake reply".into()),
         }
+    }
+}
+
+/// The peer's registered connection if it is live, else a live spare, which becomes the
+/// registered one.
+fn live_conn(peer: &Peer) -> Option<Arc<Conn>> {
+    if let Some(c) = peer.conn.borrow().as_ref().filter(|c| !c.is_closed()) {
+        return Some(c.clone());
+    }
+    let mut spares = peer.spares.lock().unwrap_or_else(|e| e.into_inner());
+    spares.retain(|c| !c.is_closed());
+    let spare = spares.pop()?;
+    tracing::info!(peer = spare.peer(), "registered connection closed; using another live one from the same peer");
+    peer.conn.send_replace(Some(spare.clone()));
+    Some(spare)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::rpc::RpcRequest;
+
+    /// Answers every request with the id of the node that answered.
+    struct Echo(NodeId);
+
+    impl Inbound for Echo {
+        fn handle(
+            &self,
+            _from: NodeId,
+            _group: GroupId,
+            _req: RpcRequest,
+        ) -> Pin<Box<dyn Future<Output = RpcResponse> + Send>> {
+            let me = self.0;
+            Box::pin(async move { RpcResponse::App(me.to_be_bytes().to_vec()) })
+        }
+    }
+
+    /// A connected pair of established connections: (ours, the peer's end).
+    async fn pair(peer: NodeId, shutdown: &watch::Receiver<bool>) -> (Arc<Conn>, Arc<Conn>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let shutdown = shutdown.clone();
+        let ours = Conn::spawn(b.unwrap().0, peer, Arc::new(Echo(2)), shutdown.clone());
+        let theirs = Conn::spawn(a.unwrap(), 2, Arc::new(Echo(peer)), shutdown);
+        (ours, theirs)
+    }
+
+    /// Our established end, and the peer's end as a plain socket (dropping it closes ours).
+    async fn raw_pair(peer: NodeId, shutdown: &watch::Receiver<bool>) -> (Arc<Conn>, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (Conn::spawn(b.unwrap().0, peer, Arc::new(Echo(2)), shutdown.clone()), a.unwrap())
+    }
+
+    fn pool(shutdown: &watch::Receiver<bool>) -> Arc<PeerPool> {
+        let me = LocalIdentity {
+            cluster_id: "c".into(),
+            node_id: 2,
+            api_addr: String::new(),
+            raft_addr: "127.0.0.1:1".into(),
+            source_ip: None,
+        };
+        PeerPool::new(me, Arc::new(Echo(2)), false, shutdown.clone())
+    }
+
+    fn info() -> PeerInfo {
+        PeerInfo { api_addr: String::new(), pristine: false }
+    }
+
+    #[tokio::test]
+    async fn a_stale_handshake_finishing_last_does_not_cut_the_peer_off() {
+        let (_keep, shutdown) = watch::channel(false);
+        let pool = pool(&shutdown);
+        // The peer's live connection is accepted first; a dial it already gave up on finishes
+        // its handshake afterwards and then closes.
+        let (live, _live_peer_end) = pair(1, &shutdown).await;
+        let (stale, stale_peer_end) = raw_pair(1, &shutdown).await;
+        pool.accepted(1, live, info(), "127.0.0.1:9");
+        pool.accepted(1, stale.clone(), info(), "127.0.0.1:9");
+        drop(stale_peer_end);
+        tokio::time::timeout(Duration::from_secs(5), stale.closed()).await.unwrap();
+        let resp = pool.call(1, 0, RpcRequest::App { topic: 0, body: vec![] }, Duration::from_secs(5)).await;
+        assert!(
+            matches!(&resp, Ok(RpcResponse::App(b)) if *b == 1u64.to_be_bytes()),
+            "the live spare answers: {resp:?}"
+        );
+        assert_eq!(pool.connected(), vec![1]);
     }
 }

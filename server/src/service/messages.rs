@@ -70,6 +70,11 @@ impl ChatService {
             kind: kind.to_string(),
             body: text,
         };
+        #[cfg(feature = "unsafe-knobs")]
+        let cmd = match self.unsafe_plan(chat, cmd).await? {
+            super::unsafe_send::Plan::Commit(cmd) => cmd,
+            super::unsafe_send::Plan::Answered(sent) => return Ok(sent),
+        };
         let started = std::time::Instant::now();
         match self.write(self.group(&chat)?, cmd).await? {
             CommandOutcome::Appended { chat, seq, message_id, ts_ms, .. } => {

@@ -13,6 +13,8 @@
 pub mod chats;
 pub mod messages;
 pub mod rate;
+#[cfg(feature = "unsafe-knobs")]
+mod unsafe_send;
 pub mod users;
 
 use std::sync::Arc;
@@ -98,6 +100,11 @@ impl ChatService {
     }
 
     pub async fn read(&self, group: GroupId, query: ReadQuery, c: Consistency) -> Result<ReadResult, ApiError> {
+        let c = if raftchat_storage::unsafe_knobs::on(raftchat_storage::unsafe_knobs::Knob::LocalReads) {
+            Consistency::Local
+        } else {
+            c
+        };
         Ok(self.router.read(group, query, c).await?)
     }
 

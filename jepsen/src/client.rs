@@ -1,0 +1,151 @@
+//! One operation against the chat API, and what the history says of its outcome.
+//!
+//! `fail` only when the operation surely had no effect: the server refused it before writing
+//! (4xx, or 503 `unavailable`, which raftchat promises is never applied), or the connection was
+//! refused before any byte was sent. Everything else that is not a clear answer (timeouts, 504
+//! `outcome_unknown`, a connection cut mid-request) is `info`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What came of one call.
+pub enum Outcome {
+    Ok(Value),
+    Fail(String),
+    Info(String),
+}
+
+impl Outcome {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Ok(_) => "ok",
+            Outcome::Fail(_) => "fail",
+            Outcome::Info(_) => "info",
+        }
+    }
+}
+
+/// A user's HTTP client with the harness's timeouts.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    token: String,
+}
+
+fn classify_transport(e: &reqwest::Error) -> Outcome {
+    if e.is_connect() {
+        Outcome::Fail(format!("connect: {e}"))
+    } else if e.is_timeout() {
+        Outcome::Info("timeout".into())
+    } else {
+        Outcome::Info(format!("transport: {e}"))
+    }
+}
+
+async fn answer(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Value, Outcome> {
+    let resp = resp.map_err(|e| classify_transport(&e))?;
+    let status = resp.status().as_u16();
+    let body: Value = match resp.json().await {
+        Ok(v) => v,
+        // Headers arrived, the body did not: whatever the status said, the answer is lost.
+        Err(e) => return Err(Outcome::Info(format!("body: {e}"))),
+    };
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    match status {
+        200..=299 => Ok(body),
+        503 if code == "unavailable" => Err(Outcome::Fail(format!("503 {code}"))),
+        400..=499 if status != 408 => Err(Outcome::Fail(format!("{status} {code}"))),
+        _ => Err(Outcome::Info(format!("{status} {code}"))),
+    }
+}
+
+impl Client {
+    pub fn new(token: String, timeout: Duration) -> anyhow::Result<Client> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_millis(1000))
+            .pool_max_idle_per_host(4)
+            .build()?;
+        Ok(Client { http, token })
+    }
+
+    /// `POST /api/v1/messages`; ok carries `{seq}`.
+    pub async fn send(&self, base: &str, chat: Uuid, msg_id: &str) -> Outcome {
+        let body = json!({ "chatId": chat, "message": format!("body of {msg_id}"), "clientMsgId": msg_id });
+        let resp = self.http.post(format!("{base}/api/v1/messages")).bearer_auth(&self.token).json(&body).send().await;
+        match answer(resp).await {
+            Ok(v) => match v["seq"].as_u64() {
+                Some(seq) => Outcome::Ok(json!({ "seq": seq })),
+                None => Outcome::Info(format!("answer without seq: {v}")),
+            },
+            Err(o) => o,
+        }
+    }
+
+    /// `GET /api/v1/messages/{chat}?after=from-1`: a window `from..=head`; ok carries
+    /// `{head, entries}` with entries `[seq, clientMsgId]`.
+    pub async fn read(&self, base: &str, chat: Uuid, from: u64, mode: &str) -> Outcome {
+        let url =
+            format!("{base}/api/v1/messages/{chat}?after={}&limit=1000&consistency={mode}", from.saturating_sub(1));
+        match answer(self.http.get(url).bearer_auth(&self.token).send().await).await {
+            Ok(v) => {
+                let entries: Vec<Value> = v["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| json!([m["seq"], m["clientMsgId"]]))
+                    .collect();
+                let last = entries.last().and_then(|e| e[0].as_u64());
+                let head = v["lastSeq"].as_u64().unwrap_or(0);
+                // A window cut short by the limit reaches only its last entry.
+                let head = if v["hasMore"].as_bool() == Some(true) { last.unwrap_or(head) } else { head };
+                Outcome::Ok(json!({ "head": head, "entries": entries }))
+            }
+            Err(o) => o,
+        }
+    }
+}
+
+/// Why a dump did not come back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DumpError {
+    /// The node holds no replica of the chat's group.
+    NotHosted,
+    /// Anything else (down, no leader, cut off): try again.
+    Unavailable,
+}
+
+/// Every message of `chat` on one node, through the internal API: `consistency=linearizable`
+/// (through the leader) or `replica` (this node's copy only).
+pub async fn dump(
+    http: &reqwest::Client,
+    base: &str,
+    chat: Uuid,
+    consistency: &str,
+) -> Result<Vec<(u64, String)>, DumpError> {
+    let mut out: Vec<(u64, String)> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |(s, _)| *s);
+        let url =
+            format!("{base}/internal/v1/chats/{chat}/messages?after={after}&limit=1000&consistency={consistency}");
+        let resp = http.get(url).send().await.map_err(|_| DumpError::Unavailable)?;
+        match resp.status().as_u16() {
+            200 => {}
+            409 => return Err(DumpError::NotHosted),
+            _ => return Err(DumpError::Unavailable),
+        }
+        let v: Value = resp.json().await.map_err(|_| DumpError::Unavailable)?;
+        for m in v["messages"].as_array().into_iter().flatten() {
+            let (Some(seq), Some(id)) = (m["seq"].as_u64(), m["clientMsgId"].as_str()) else {
+                return Err(DumpError::Unavailable);
+            };
+            out.push((seq, id.to_string()));
+        }
+        if v["hasMore"].as_bool() != Some(true) {
+            return Ok(out);
+        }
+    }
+}

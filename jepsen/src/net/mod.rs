@@ -1,0 +1,3 @@
+//! Network faults without root: userspace proxies.
+
+pub mod proxy;
