@@ -31,6 +31,8 @@ pub struct DbOpts {
     pub unsafe_knob: Option<String>,
     /// Where data directories and logs go.
     pub dir: PathBuf,
+    /// Put each data directory on a [`crate::lazyfs`] mount (for the lost-writes nemesis).
+    pub lazyfs: bool,
 }
 
 struct NodeProc {
@@ -55,6 +57,8 @@ pub struct Db {
     link_proxies: Vec<Proxy>,
     client_proxies: Vec<Proxy>,
     pub http: reqwest::Client,
+    /// One per node when `lazyfs` is on; unmounted after the nodes are killed (field order).
+    mounts: Vec<crate::lazyfs::Mount>,
 }
 
 pub fn name(id: u64) -> String {
@@ -115,8 +119,18 @@ impl Db {
         let peers =
             nodes.iter().zip(&link_proxies).map(|(n, p)| format!("{}={}", n.id, p.addr)).collect::<Vec<_>>().join(",");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let mut mounts = Vec::new();
+        if opts.lazyfs {
+            for n in &nodes {
+                let backing = opts.dir.join(format!("{}-backing", name(n.id)));
+                mounts.push(
+                    crate::lazyfs::LazyFs::mount(&backing, &n.data_dir)
+                        .with_context(|| format!("mounting lazyfs at {}", n.data_dir.display()))?,
+                );
+            }
+        }
         drop(reserved);
-        let db = Db { opts, nodes, peers, links, clients, link_proxies, client_proxies, http };
+        let db = Db { opts, nodes, peers, links, clients, link_proxies, client_proxies, http, mounts };
         for id in db.ids() {
             db.spawn(id)?;
         }
@@ -204,6 +218,12 @@ impl Db {
             Some(pid) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).is_ok(),
             None => false,
         }
+    }
+
+    /// Drops node `id`'s writes that were not fsynced (it must be killed first); returns the
+    /// bytes lost. Zero without lazyfs.
+    pub fn lose_unsynced(&self, id: u64) -> u64 {
+        self.mounts.get(id as usize - 1).map_or(0, |m| m.fs.clear())
     }
 
     /// Whether the process is stopped (state `T` in /proc).

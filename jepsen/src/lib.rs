@@ -12,7 +12,8 @@
 //! - [`db`]: the nodes as processes, with their fault proxies ([`net::proxy`]).
 //! - [`client`]: one operation against the API and how its outcome is classified;
 //!   [`workload`]: workers, subscriptions and the final reads.
-//! - [`nemesis`]: the faults and their schedule, with a coverage record.
+//! - [`nemesis`]: the faults and their schedule, with a coverage record; [`lazyfs`]: the FUSE
+//!   passthrough that loses unsynced writes.
 //! - [`runner`]: one run end to end; [`report`] and [`plot`]: its results; [`suite`]: the
 //!   CI suite (every nemesis, every negative control); [`binary`]: which raftchat runs.
 
@@ -21,6 +22,7 @@ pub mod checker;
 pub mod client;
 pub mod db;
 pub mod history;
+pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
 pub mod plot;

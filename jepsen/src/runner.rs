@@ -75,6 +75,7 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
             logs_kept: o.logs_kept,
             unsafe_knob: o.unsafe_knob.clone(),
             dir: o.out.join("nodes"),
+            lazyfs: o.faults.contains(&Fault::LostWrites) && Fault::LostWrites.unsupported().is_none(),
         })
         .await?,
     );

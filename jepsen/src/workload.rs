@@ -82,6 +82,8 @@ struct Owed {
 }
 
 const ATTEMPTS_MAX: u32 = 4;
+/// How long a worker avoids a gateway that failed it.
+const AVOID_FOR: Duration = Duration::from_secs(2);
 
 /// Runs worker `w` until `until`.
 pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>, o: WorkloadOpts, until: Instant) {
@@ -92,6 +94,7 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
     let mut owed: Option<Owed> = None;
     let mut acked: Vec<(Uuid, String)> = Vec::new();
     let mut heads: Vec<u64> = vec![0; setup.chats.len()];
+    let mut avoid: Vec<Instant> = vec![Instant::now(); db.opts.nodes as usize];
     let interval = Duration::from_secs_f64(o.workers as f64 / o.rate.max(0.1));
     let mut next_at = Instant::now() + interval.mul_f64(rand::thread_rng().gen::<f64>());
     while Instant::now() < until {
@@ -102,7 +105,12 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
         }
         let (node, pick, chat_ix) = {
             let mut r = rand::thread_rng();
-            (r.gen_range(1..=db.opts.nodes), r.gen::<f64>(), r.gen_range(0..setup.chats.len()))
+            // Like a real client, avoid a gateway that just failed us, for a while, unless
+            // every one did.
+            let now = Instant::now();
+            let fine: Vec<u64> = (1..=db.opts.nodes).filter(|n| avoid[*n as usize - 1] <= now).collect();
+            let node = if fine.is_empty() { r.gen_range(1..=db.opts.nodes) } else { fine[r.gen_range(0..fine.len())] };
+            (node, r.gen::<f64>(), r.gen_range(0..setup.chats.len()))
         };
         let base = db.client_url(node);
         let nname = crate::db::name(node);
@@ -139,9 +147,13 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
                         acked.push((s.chat, s.msg_id.clone()));
                     }
                 }
-                Outcome::Fail(e) => rec.record(ev("fail", json!({ "error": e }))),
+                Outcome::Fail(e) => {
+                    rec.record(ev("fail", json!({ "error": e })));
+                    avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
+                }
                 Outcome::Info(e) => {
                     rec.record(ev("info", json!({ "error": e })));
+                    avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
                     process += o.workers as u64;
                     if s.attempt < ATTEMPTS_MAX {
                         owed = Some(Owed { attempt: s.attempt + 1, ..s });
@@ -171,9 +183,13 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
                 heads[chat_ix] = heads[chat_ix].max(v["head"].as_u64().unwrap_or(0));
                 rec.record(ev("ok", v));
             }
-            Outcome::Fail(e) => rec.record(ev("fail", json!({ "error": e }))),
+            Outcome::Fail(e) => {
+                rec.record(ev("fail", json!({ "error": e })));
+                avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
+            }
             Outcome::Info(e) => {
                 rec.record(ev("info", json!({ "error": e })));
+                avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
                 process += o.workers as u64;
             }
         }

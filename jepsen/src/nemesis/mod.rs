@@ -100,7 +100,7 @@ enum Active {
     Partitioned(String),
     ClientsCut,
     Skewed(u64),
-    LostWrites(u64),
+    LostWrites(Vec<u64>),
 }
 
 /// Runs faults until `until`, then undoes the last one. Every fault is undone before this
@@ -203,22 +203,19 @@ async fn start(db: &Db, rec: &Recorder, fault: Fault, nth: usize) -> (Active, bo
             (Active::Skewed(n), effective)
         }
         Fault::LostWrites => {
-            let n = target(db, leader_first).await;
-            let effective = lost_writes::crash(db, n).await;
-            rec.nemesis("lose-unsynced", json!({ "node": name(n) }));
-            (Active::LostWrites(n), effective)
+            let leader = db.busiest_leader().await;
+            let (nodes, lost) = lost_writes::crash(db, nth, leader).await;
+            let names: Vec<String> = nodes.iter().map(|n| name(*n)).collect();
+            rec.nemesis("lose-unsynced", json!({ "nodes": names, "bytes_lost": lost }));
+            (Active::LostWrites(nodes), lost > 0)
         }
     }
 }
 
 async fn stop(db: &Db, rec: &Recorder, active: Active) {
     match active {
-        Active::Killed(n) | Active::LostWrites(n) => {
-            if let Err(e) = db.spawn(n) {
-                eprintln!("jepsen: restarting {} failed: {e:#}", name(n));
-            }
-            rec.nemesis("start", json!({ "node": name(n) }));
-        }
+        Active::Killed(n) => restart(db, rec, &[n]),
+        Active::LostWrites(nodes) => restart(db, rec, &nodes),
         Active::Paused(n) => {
             db.signal(n, Signal::SIGCONT);
             rec.nemesis("resume", json!({ "node": name(n) }));
@@ -235,6 +232,15 @@ async fn stop(db: &Db, rec: &Recorder, active: Active) {
             clock::reset(db, n);
             rec.nemesis("clock", json!({ "node": name(n), "offset_s": 0 }));
         }
+    }
+}
+
+fn restart(db: &Db, rec: &Recorder, nodes: &[u64]) {
+    for n in nodes {
+        if let Err(e) = db.spawn(*n) {
+            eprintln!("jepsen: restarting {} failed: {e:#}", name(*n));
+        }
+        rec.nemesis("start", json!({ "node": name(*n) }));
     }
 }
 
