@@ -417,13 +417,13 @@ impl Filesystem for LazyFs {
         let r = (|| {
             let file = self.handle(fh)?;
             let mut st = self.lock();
-            if !st.overlays.contains_key(&ino.0) {
-                let base = file.metadata().map_err(io_err)?.len();
-                st.overlays.insert(ino.0, Overlay::new(base));
-            }
-            if let Some(o) = st.overlays.get_mut(&ino.0) {
-                o.write(offset, data);
-            }
+            let overlay = match st.overlays.entry(ino.0) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Overlay::new(file.metadata().map_err(io_err)?.len()))
+                }
+            };
+            overlay.write(offset, data);
             Ok(data.len() as u32)
         })();
         match r {
