@@ -33,12 +33,17 @@ pub struct DbOpts {
     pub dir: PathBuf,
     /// Put each data directory on a [`crate::lazyfs`] mount (for the lost-writes nemesis).
     pub lazyfs: bool,
+    /// Run each node in its own network namespace; partitions are iptables rules
+    /// ([`crate::net::netns`]) instead of proxy rules.
+    pub netns: bool,
 }
 
 struct NodeProc {
     id: u64,
     http: String,
     raft: String,
+    /// The address peers dial: the node's link proxy, or its namespace address.
+    raft_advertise: String,
     data_dir: PathBuf,
     log: PathBuf,
     child: Mutex<Option<Child>>,
@@ -59,6 +64,8 @@ pub struct Db {
     pub http: reqwest::Client,
     /// One per node when `lazyfs` is on; unmounted after the nodes are killed (field order).
     mounts: Vec<crate::lazyfs::Mount>,
+    /// The namespaces, removed last.
+    netns: Option<crate::net::netns::Netns>,
 }
 
 pub fn name(id: u64) -> String {
@@ -95,29 +102,36 @@ impl Db {
         let mut nodes = Vec::new();
         let mut link_proxies = Vec::new();
         let mut client_proxies = Vec::new();
+        let netns = if opts.netns { Some(crate::net::netns::Netns::create(opts.nodes)?) } else { None };
         for id in 1..=opts.nodes {
-            let (l1, http_port) = free_port("127.0.0.1")?;
-            let (l2, raft_port) = free_port(&node_ip(id))?;
-            reserved.push(l1);
-            reserved.push(l2);
-            let http = format!("127.0.0.1:{http_port}");
-            let raft = format!("{}:{raft_port}", node_ip(id));
-            link_proxies
-                .push(Proxy::start("127.0.0.1:0", raft.clone(), name(id), who_node.clone(), links.clone()).await?);
+            let (http, raft, raft_advertise) = if netns.is_some() {
+                let ip = crate::net::netns::ip_of(id);
+                (format!("{ip}:7700"), format!("{ip}:7800"), format!("{ip}:7800"))
+            } else {
+                let (l1, http_port) = free_port("127.0.0.1")?;
+                let (l2, raft_port) = free_port(&node_ip(id))?;
+                reserved.push(l1);
+                reserved.push(l2);
+                let raft = format!("{}:{raft_port}", node_ip(id));
+                let p = Proxy::start("127.0.0.1:0", raft.clone(), name(id), who_node.clone(), links.clone()).await?;
+                let advertise = p.addr.clone();
+                link_proxies.push(p);
+                (format!("127.0.0.1:{http_port}"), raft, advertise)
+            };
             client_proxies
                 .push(Proxy::start("127.0.0.1:0", http.clone(), name(id), who_client.clone(), clients.clone()).await?);
             nodes.push(NodeProc {
                 id,
                 http,
                 raft,
+                raft_advertise,
                 data_dir: opts.dir.join(format!("{}-data", name(id))),
                 log: opts.dir.join(format!("{}.log", name(id))),
                 child: Mutex::new(None),
                 clock: Mutex::new(None),
             });
         }
-        let peers =
-            nodes.iter().zip(&link_proxies).map(|(n, p)| format!("{}={}", n.id, p.addr)).collect::<Vec<_>>().join(",");
+        let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft_advertise)).collect::<Vec<_>>().join(",");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let mut mounts = Vec::new();
         if opts.lazyfs {
@@ -130,7 +144,7 @@ impl Db {
             }
         }
         drop(reserved);
-        let db = Db { opts, nodes, peers, links, clients, link_proxies, client_proxies, http, mounts };
+        let db = Db { opts, nodes, peers, links, clients, link_proxies, client_proxies, http, mounts, netns };
         for id in db.ids() {
             db.spawn(id)?;
         }
@@ -177,11 +191,18 @@ impl Db {
         let n = self.node(id);
         let o = &self.opts;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
-        let mut cmd = Command::new(&o.binary);
+        let mut cmd = match &self.netns {
+            Some(_) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &crate::net::netns::ns(id)]).arg(&o.binary);
+                c
+            }
+            None => Command::new(&o.binary),
+        };
         cmd.arg("node")
             .args(["--node-id", &id.to_string(), "--cluster-id", "jepsen"])
             .args(["--listen", &n.http, "--advertise", &n.http])
-            .args(["--raft-listen", &n.raft, "--raft-advertise", &self.link_proxies[id as usize - 1].addr])
+            .args(["--raft-listen", &n.raft, "--raft-advertise", &n.raft_advertise])
             .args(["--peers", &self.peers, "--internal-api"])
             .arg("--data-dir")
             .arg(&n.data_dir)
@@ -274,11 +295,32 @@ impl Db {
         let _ = std::fs::write(path, text);
     }
 
-    /// Lifts every node-to-node cut and resets the connections that lost bytes.
+    /// Cuts node-to-node traffic from `from` to `to` (node names, or `*` for every node).
+    pub fn cut(&self, from: &str, to: &str) {
+        match &self.netns {
+            Some(n) => n.cut(from, to),
+            None => self.links.cut(from, to),
+        }
+    }
+
+    /// What node-to-node cuts dropped so far: bytes (proxies) or packets (iptables).
+    pub fn link_drops(&self) -> u64 {
+        match &self.netns {
+            Some(n) => n.dropped(),
+            None => self.links.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Lifts every node-to-node cut (and resets the proxied connections that lost bytes).
     pub fn heal_links(&self) {
-        self.links.heal();
-        for p in &self.link_proxies {
-            p.reset_tainted();
+        match &self.netns {
+            Some(n) => n.heal(),
+            None => {
+                self.links.heal();
+                for p in &self.link_proxies {
+                    p.reset_tainted();
+                }
+            }
         }
     }
 

@@ -70,6 +70,10 @@ struct TestArgs {
     logs_kept: u64,
     #[arg(long, default_value_t = 16)]
     data_groups: u32,
+    /// How partitions cut node-to-node links: `proxy` (userspace proxies, no root) or `netns`
+    /// (a network namespace per node and iptables DROP rules; root).
+    #[arg(long, default_value = "proxy")]
+    net: String,
 }
 
 fn faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
@@ -92,6 +96,14 @@ fn faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
 fn opts(a: &TestArgs, label: &str) -> anyhow::Result<TestOpts> {
     let fs = faults(&a.nemesis)?;
     anyhow::ensure!(a.nodes >= 3, "--nodes must be at least 3");
+    let netns = match a.net.as_str() {
+        "proxy" => false,
+        "netns" => {
+            jepsen::net::netns::probe().map_err(|why| anyhow::anyhow!("--net netns is not available here: {why}"))?;
+            true
+        }
+        other => anyhow::bail!("--net must be proxy or netns, not {other:?}"),
+    };
     anyhow::ensure!(a.rate > 0.0 && a.workers > 0 && a.chats > 0, "--rate, --workers and --chats must be positive");
     Ok(TestOpts {
         nodes: a.nodes,
@@ -109,6 +121,7 @@ fn opts(a: &TestArgs, label: &str) -> anyhow::Result<TestOpts> {
         snapshot_every: a.snapshot_every,
         logs_kept: a.logs_kept,
         data_groups: a.data_groups,
+        netns,
     })
 }
 

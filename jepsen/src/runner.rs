@@ -38,6 +38,8 @@ pub struct TestOpts {
     pub snapshot_every: u64,
     pub logs_kept: u64,
     pub data_groups: u32,
+    /// Node-to-node partitions with network namespaces and iptables instead of proxies.
+    pub netns: bool,
 }
 
 /// What a run concluded.
@@ -76,6 +78,7 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
             unsafe_knob: o.unsafe_knob.clone(),
             dir: o.out.join("nodes"),
             lazyfs: o.faults.contains(&Fault::LostWrites) && Fault::LostWrites.unsupported().is_none(),
+            netns: o.netns,
         })
         .await?,
     );
@@ -143,8 +146,9 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
     let stats = crate::report::stats(&ops);
     crate::report::write(&o, &outcome, &report, &coverage, &stats)?;
     let title = format!(
-        "raftchat, {} nodes, nemesis {}{}: {:?}",
+        "raftchat, {} nodes{}, nemesis {}{}: {:?}",
         o.nodes,
+        if o.netns { " (netns)" } else { "" },
         o.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
         o.unsafe_knob.as_deref().map(|k| format!(", unsafe knob {k}")).unwrap_or_default(),
         verdict

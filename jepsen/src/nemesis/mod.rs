@@ -170,14 +170,11 @@ async fn start(db: &Db, rec: &Recorder, fault: Fault, nth: usize) -> (Active, bo
             (Active::Paused(n), stopped)
         }
         Fault::Partition => {
-            let before = db.links.dropped.load(std::sync::atomic::Ordering::Relaxed);
+            let before = db.link_drops();
             let shape = partition(db, nth).await;
             rec.nemesis("start-partition", json!({ "shape": shape }));
             // Heartbeats flow every 150 ms: a cut that takes effect drops bytes within a second.
-            let took = wait_until(Duration::from_secs(3), || {
-                db.links.dropped.load(std::sync::atomic::Ordering::Relaxed) > before
-            })
-            .await;
+            let took = wait_until(Duration::from_secs(3), || db.link_drops() > before).await;
             (Active::Partitioned(shape), took)
         }
         Fault::Client => {
@@ -250,14 +247,14 @@ async fn partition(db: &Db, nth: usize) -> String {
     match nth % 4 {
         0 => {
             let n = target(db, false).await;
-            db.links.cut(&name(n), "*");
-            db.links.cut("*", &name(n));
+            db.cut(&name(n), "*");
+            db.cut("*", &name(n));
             format!("isolate {}", name(n))
         }
         1 => {
             let n = target(db, true).await;
-            db.links.cut(&name(n), "*");
-            db.links.cut("*", &name(n));
+            db.cut(&name(n), "*");
+            db.cut("*", &name(n));
             format!("isolate leader {}", name(n))
         }
         2 => {
@@ -266,8 +263,8 @@ async fn partition(db: &Db, nth: usize) -> String {
             let minority: Vec<u64> = shuffled[..(ids.len() - 1) / 2].to_vec();
             for a in &minority {
                 for b in ids.iter().filter(|b| !minority.contains(b)) {
-                    db.links.cut(&name(*a), &name(*b));
-                    db.links.cut(&name(*b), &name(*a));
+                    db.cut(&name(*a), &name(*b));
+                    db.cut(&name(*b), &name(*a));
                 }
             }
             format!("minority {:?} | majority", minority.iter().map(|n| name(*n)).collect::<Vec<_>>())
@@ -275,10 +272,10 @@ async fn partition(db: &Db, nth: usize) -> String {
         _ => {
             let n = target(db, true).await;
             if (nth / 4).is_multiple_of(2) {
-                db.links.cut("*", &name(n));
+                db.cut("*", &name(n));
                 format!("leader {} cannot hear", name(n))
             } else {
-                db.links.cut(&name(n), "*");
+                db.cut(&name(n), "*");
                 format!("leader {} cannot speak", name(n))
             }
         }
