@@ -24,6 +24,9 @@ enum Cli {
         /// Run only the cases whose name contains one of these (e.g. `kill,no_dedup`).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Seconds of each negative-control run (the nemesis runs take --time-limit).
+        #[arg(long, default_value_t = 25)]
+        control_time_limit: u64,
     },
     /// Check a JSON-lines history and print the report as JSON.
     Check { history: PathBuf },
@@ -145,12 +148,12 @@ async fn test(a: TestArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(r.exit_code()))
 }
 
-async fn suite(mut a: TestArgs, only: Vec<String>) -> anyhow::Result<ExitCode> {
+async fn suite(mut a: TestArgs, only: Vec<String>, control_time: Duration) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.unsafe_knob.is_none(), "the suite picks its own knobs; drop --unsafe");
     a.nemesis = vec!["none".into()];
     let out = a.out.clone().unwrap_or_else(jepsen::suite::default_out);
     let base = opts(&a, "suite")?;
-    let results = jepsen::suite::run(&base, &only, &out).await?;
+    let results = jepsen::suite::run(&base, control_time, &only, &out).await?;
     println!("{:<34} {:<6} detail", "case", "result");
     for r in &results {
         let verdict = match (&r.skipped, r.passed) {
@@ -176,7 +179,9 @@ fn main() -> ExitCode {
     let res = rt.block_on(async move {
         match cli {
             Cli::Test(a) => test(a).await,
-            Cli::Suite { args, only } => suite(args, only).await,
+            Cli::Suite { args, only, control_time_limit } => {
+                suite(args, only, Duration::from_secs(control_time_limit)).await
+            }
             Cli::Check { history } => check(&history),
         }
     });

@@ -73,7 +73,12 @@ pub struct CaseResult {
 }
 
 /// Runs the suite; `base` gives every run's settings but faults, knob and output directory.
-pub async fn run(base: &TestOpts, only: &[String], out: &std::path::Path) -> anyhow::Result<Vec<CaseResult>> {
+pub async fn run(
+    base: &TestOpts,
+    control_time: Duration,
+    only: &[String],
+    out: &std::path::Path,
+) -> anyhow::Result<Vec<CaseResult>> {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     let mut results = Vec::new();
     for f in Fault::ALL {
@@ -116,6 +121,7 @@ pub async fn run(base: &TestOpts, only: &[String], out: &std::path::Path) -> any
             continue;
         }
         let schedule = TestOpts {
+            time_limit: control_time,
             faults: c.faults.to_vec(),
             snapshot_every: c.snapshot_every,
             logs_kept: c.logs_kept,
@@ -165,9 +171,4 @@ fn judge_valid(name: String, r: crate::runner::RunOutcome) -> CaseResult {
 /// The suite's default results directory.
 pub fn default_out() -> PathBuf {
     crate::runner::default_out("suite")
-}
-
-/// The suite's default run settings (short runs for CI).
-pub fn default_time_limit() -> Duration {
-    Duration::from_secs(30)
 }
