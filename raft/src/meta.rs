@@ -80,6 +80,55 @@ impl ClusterLayout {
     pub fn group_of(&self, chat: &ChatId) -> GroupId {
         group_of(chat, self.data_groups)
     }
+
+    /// Replicas per node (every node of the layout, zero included).
+    pub fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load: BTreeMap<NodeId, usize> = self.nodes.keys().map(|n| (*n, 0)).collect();
+        for r in &self.placement {
+            for n in r {
+                *load.entry(*n).or_default() += 1;
+            }
+        }
+        load
+    }
+
+    /// The moves that spread replicas evenly over `nodes` (every node of the layout when
+    /// empty), each one replica at a time from the most to the least loaded node, leaving
+    /// `exclude` with none: `(group, new replicas)`, at most one entry per group. Deterministic.
+    pub fn plan(&self, exclude: Option<NodeId>) -> Vec<(GroupId, Vec<NodeId>)> {
+        let mut placement = self.placement.clone();
+        let mut load = self.load();
+        let targets: Vec<NodeId> = load.keys().copied().filter(|n| Some(*n) != exclude).collect();
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        let mut changed = std::collections::BTreeSet::new();
+        loop {
+            // Take from the excluded node first, then from the most loaded one.
+            let from = match exclude.filter(|x| load.get(x).copied().unwrap_or(0) > 0) {
+                Some(x) => x,
+                None => match targets.iter().max_by_key(|n| (load[n], std::cmp::Reverse(**n))) {
+                    Some(n) => *n,
+                    None => break,
+                },
+            };
+            // The least loaded target that does not hold the group yet.
+            let pick = placement.iter().enumerate().filter(|(_, r)| r.contains(&from)).find_map(|(i, r)| {
+                let to = targets.iter().filter(|t| !r.contains(t)).min_by_key(|t| (load[t], **t)).copied()?;
+                let gain = Some(from) == exclude || load[&from] > load[&to] + 1;
+                gain.then_some((i, to))
+            });
+            let Some((i, to)) = pick else { break };
+            for n in placement[i].iter_mut().filter(|n| **n == from) {
+                *n = to;
+            }
+            placement[i].sort_unstable();
+            *load.entry(from).or_default() -= 1;
+            *load.entry(to).or_default() += 1;
+            changed.insert(i);
+        }
+        changed.into_iter().map(|i| (i as GroupId + 1, placement[i].clone())).collect()
+    }
 }
 
 /// The data group of a chat: `1 + fnv1a64(chat id bytes) mod data_groups`.
@@ -103,6 +152,8 @@ pub enum MetaCommand {
     UpsertNode { id: NodeId, info: NodeInfo },
     /// Moves a data group to new replicas.
     SetPlacement { group: GroupId, replicas: Vec<NodeId> },
+    /// Removes a node that holds no replica any more (refused while one is placed on it).
+    RemoveNode { id: NodeId },
 }
 
 pub fn read_layout(bytes: &[u8]) -> Result<ClusterLayout, StorageError> {
@@ -118,6 +169,13 @@ pub fn apply(w: &mut StateWriter, cmd: &MetaCommand) -> Result<Option<ClusterLay
         (_, None) => return Ok(None),
         (MetaCommand::UpsertNode { id, info }, Some(mut l)) => {
             l.nodes.insert(*id, info.clone());
+            l.epoch += 1;
+            l
+        }
+        (MetaCommand::RemoveNode { id }, Some(mut l)) => {
+            if l.placement.iter().any(|r| r.contains(id)) || l.nodes.remove(id).is_none() {
+                return Ok(None);
+            }
             l.epoch += 1;
             l
         }
@@ -162,6 +220,38 @@ mod tests {
         assert!(max - min <= 3, "{per_node:?}");
         let small = ClusterLayout::initial("c", nodes(3), 8);
         assert!((1..=8).all(|g| small.replicas(g) == [1, 2, 3]));
+    }
+
+    fn apply_plan(l: &mut ClusterLayout, plan: &[(GroupId, Vec<NodeId>)]) {
+        for (g, r) in plan {
+            l.placement[*g as usize - 1] = r.clone();
+        }
+    }
+
+    #[test]
+    fn a_plan_spreads_replicas_over_new_nodes_and_off_a_leaving_one() {
+        let mut l = ClusterLayout::initial("c", nodes(3), 64);
+        l.nodes.insert(4, NodeInfo { raft_addr: "r4".into(), api_addr: "a4".into() });
+        l.nodes.insert(5, NodeInfo { raft_addr: "r5".into(), api_addr: "a5".into() });
+        let plan = l.plan(None);
+        apply_plan(&mut l, &plan);
+        let load = l.load();
+        let (min, max) = (load.values().min().copied().unwrap(), load.values().max().copied().unwrap());
+        assert!(max - min <= 1, "{load:?}");
+        assert_eq!(load.values().sum::<usize>(), 3 * 64);
+        for g in 1..=64 {
+            let mut r = l.replicas(g).to_vec();
+            r.dedup();
+            assert_eq!(r.len(), 3, "group {g}: {:?}", l.replicas(g));
+        }
+        assert!(l.plan(None).is_empty(), "a balanced layout needs no moves");
+        // Draining node 2 leaves it nothing and the others still even.
+        let plan = l.plan(Some(2));
+        apply_plan(&mut l, &plan);
+        let load = l.load();
+        assert_eq!(load[&2], 0);
+        let rest: Vec<usize> = load.iter().filter(|(n, _)| **n != 2).map(|(_, c)| *c).collect();
+        assert!(rest.iter().max().unwrap() - rest.iter().min().unwrap() <= 1, "{load:?}");
     }
 
     #[test]

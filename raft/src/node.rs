@@ -199,6 +199,19 @@ impl Node {
         v
     }
 
+    /// Forgets a hosted group (its replica is being retired).
+    pub(crate) fn remove_group(&self, g: GroupId) -> Option<Arc<GroupHandle>> {
+        self.inner.groups.write().unwrap_or_else(|e| e.into_inner()).remove(&g)
+    }
+
+    pub(crate) fn engine(&self) -> &LogEngine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn state_db(&self) -> &StateDb {
+        &self.inner.db
+    }
+
     /// Resolves with a reason when this node must stop (see `PeerPool::lost_data`).
     pub fn fatal(&self) -> watch::Receiver<Option<String>> {
         self.inner.pool.fatal()
@@ -354,6 +367,14 @@ impl Node {
         for (id, info) in &l.nodes {
             self.inner.pool.learn(*id, &info.raft_addr);
         }
+        // Replicas the layout moved away: the move changed the group's voters before the layout
+        // dropped this node, so nothing needs them any more.
+        let placed: std::collections::BTreeSet<GroupId> = l.groups_of(self.id()).into_iter().collect();
+        for h in self.groups() {
+            if h.id != META_GROUP && !placed.contains(&h.id) {
+                self.retire_group(h.id).await;
+            }
+        }
         for g in l.groups_of(self.id()) {
             if self.group(g).is_some() {
                 continue;
@@ -370,7 +391,10 @@ impl Node {
             // The initializer (and so the likely first leader) rotates over the replicas, so
             // that leadership starts out spread evenly.
             let initializer = replicas.get((g as usize).wrapping_sub(1) % replicas.len().max(1));
-            if pristine && initializer == Some(&self.id()) {
+            // Only the first layout initializes groups. Later a group placed on a new node gets
+            // an empty replica there, which joins through the group's leader (membership.rs);
+            // initializing it would start a second group under the same id.
+            if pristine && initializer == Some(&self.id()) && l.epoch == 1 {
                 let members: BTreeMap<NodeId, BasicNode> = replicas
                     .iter()
                     .filter_map(|n| l.nodes.get(n).map(|i| (*n, BasicNode { addr: i.raft_addr.clone() })))
@@ -420,6 +444,7 @@ impl Node {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
             }
             RpcRequest::App { .. } => RpcResponse::App(Vec::new()),
+            RpcRequest::Membership(change) => RpcResponse::Membership(self.change_membership_local(&g, change).await),
             RpcRequest::PollEvents { epoch, after, wait_ms } => {
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(10_000)));
                 RpcResponse::Events(self.inner.events.poll(group, epoch, after, wait).await)

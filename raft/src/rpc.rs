@@ -49,6 +49,8 @@ pub enum RpcRequest {
         topic: u16,
         body: Vec<u8>,
     },
+    /// A membership change, for the group's leader.
+    Membership(crate::membership::MembershipChange),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +65,7 @@ pub enum RpcResponse {
     App(Vec<u8>),
     /// The receiving node has no replica of that group.
     GroupNotHosted,
+    Membership(Result<(), AppError>),
 }
 
 /// Why client work routed to a group did not complete.

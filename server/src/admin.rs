@@ -3,6 +3,7 @@
 //!
 //! - `status`: nodes (up/down, address), per group replicas, leader, term, applied index per
 //!   replica, replication lag, and the cluster's fault tolerance ("can lose 1 node").
+//! - `members add|remove`, `rebalance`: see [`crate::admin_members`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +27,13 @@ pub struct AdminArgs {
 enum Verb {
     /// Nodes, groups, leaders, lag and fault tolerance.
     Status,
+    /// Add or remove nodes.
+    Members {
+        #[command(subcommand)]
+        verb: crate::admin_members::MembersVerb,
+    },
+    /// Spread replicas evenly over the nodes (after adding nodes).
+    Rebalance,
 }
 
 pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
@@ -39,6 +47,12 @@ pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
             } else {
                 print_table(&report);
             }
+        }
+        Verb::Members { verb } => {
+            crate::admin_members::members(args.server.trim_end_matches('/'), verb, args.output == "json").await?
+        }
+        Verb::Rebalance => {
+            crate::admin_members::rebalance(args.server.trim_end_matches('/'), args.output == "json").await?
         }
     }
     Ok(())

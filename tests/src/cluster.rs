@@ -46,6 +46,8 @@ struct NodeProc {
     data_dir: PathBuf,
     log: PathBuf,
     child: std::sync::Mutex<Option<Child>>,
+    /// `--peers` of this node: the initial nodes, plus itself for nodes added later.
+    peers: String,
 }
 
 pub struct Cluster {
@@ -113,9 +115,13 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: std::sync::Mutex::new(None),
+                peers: String::new(),
             });
         }
         let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.advertise)).collect::<Vec<_>>().join(",");
+        for n in &mut nodes {
+            n.peers = peers.clone();
+        }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
         // The proxies hold their own listeners; release the node ports for the nodes to bind.
         drop(reserved);
@@ -136,8 +142,9 @@ impl Cluster {
             Some(b) => b.clone(),
             None => binary()?,
         };
-        let (peers, opts) = (self.peers.clone(), self.opts.clone());
+        let opts = self.opts.clone();
         let n = &self.nodes[id as usize - 1];
+        let peers = n.peers.clone();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
         let child = Command::new(bin)
             .arg("node")
@@ -157,6 +164,44 @@ impl Cluster {
             .context("spawning raftchat node")?;
         *lock(&n.child) = Some(child);
         Ok(())
+    }
+
+    /// Starts one more node with the next id and an empty data directory. It knows the initial
+    /// nodes but is in no layout: it joins only through `raftchat admin members add`.
+    pub async fn add_node(&mut self) -> anyhow::Result<u64> {
+        anyhow::ensure!(!self.opts.proxied, "add_node does not support proxied clusters");
+        let id = self.nodes.len() as u64 + 1;
+        let reserved = reserve_ports(2)?;
+        let ports: Vec<u16> = reserved.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+        let raft = format!("127.0.0.1:{}", ports[1]);
+        self.nodes.push(NodeProc {
+            id,
+            http: format!("127.0.0.1:{}", ports[0]),
+            raft: raft.clone(),
+            advertise: raft.clone(),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            log: self.dir.path().join(format!("node-{id}.log")),
+            child: std::sync::Mutex::new(None),
+            peers: format!("{},{id}={raft}", self.peers),
+        });
+        drop(reserved);
+        self.spawn(id)?;
+        let url = self.url(id);
+        crate::eventually(Duration::from_secs(30), "the new node answers /livez", || async {
+            matches!(self.http.get(format!("{url}/livez")).send().await, Ok(r) if r.status().is_success()).then_some(())
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// The node's Raft address as peers reach it.
+    pub fn raft_addr(&self, id: u64) -> String {
+        self.node(id).advertise.clone()
+    }
+
+    /// The node's client address (`host:port`).
+    pub fn api_addr(&self, id: u64) -> String {
+        self.node(id).http.clone()
     }
 
     /// SIGKILL: no shutdown path runs.
@@ -209,7 +254,7 @@ impl Cluster {
     }
 
     pub fn ids(&self) -> Vec<u64> {
-        (1..=self.opts.nodes).collect()
+        (1..=self.nodes.len() as u64).collect()
     }
 
     pub fn live(&self) -> Vec<u64> {

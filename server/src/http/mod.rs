@@ -4,8 +4,10 @@
 //! - [`core_api`]: the replicated core's chat log over HTTP (`/internal/v1/chats/...`), used by
 //!   the cluster tests and benchmarks; served only with `--internal-api` (no authentication).
 //! - The public chat API is in [`crate::api`] (REST) and [`crate::ws`] (WebSocket).
+//! - [`admin_api`]: membership and replica moves behind `raftchat admin` (`--internal-api` only).
 //! - [`error`]: API errors and the JSON body extractor.
 
+pub mod admin_api;
 pub mod core_api;
 pub mod error;
 pub mod health;
@@ -40,7 +42,7 @@ pub fn routes(state: AppState, internal_api: bool) -> Router {
     let mut router = Router::new().merge(health::routes());
     if internal_api {
         // Writes and reads as any user, without a token: for tests, benchmarks and local dev.
-        router = router.merge(core_api::routes()).merge(health::unauthenticated_routes());
+        router = router.merge(core_api::routes()).merge(health::unauthenticated_routes()).merge(admin_api::routes());
     }
     router
         .merge(crate::api::routes())

@@ -7,6 +7,7 @@ mod failover;
 mod idempotency;
 mod internal_api;
 mod lost_data;
+mod membership;
 mod metrics;
 mod replication;
 mod restart;

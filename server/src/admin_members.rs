@@ -1,0 +1,142 @@
+//! `raftchat admin members add|remove` and `raftchat admin rebalance`: growing, shrinking and
+//! evening out the cluster through the admin API (server/src/http/admin_api.rs). Moves run one
+//! group at a time, so a cluster under load keeps serving while it changes; a progress bar shows
+//! them on a terminal, a line per move elsewhere, and a step that does not finish says what it
+//! waited for.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use serde_json::Value;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MembersVerb {
+    /// Adds a started, empty node: it joins as a learner, then as a member. Follow with
+    /// `rebalance` to give it replicas.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// The address other nodes reach its Raft port at.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its client address (HTTP and WebSocket).
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Moves every replica off a node, then removes it.
+    Remove { id: u64 },
+}
+
+/// Calls the admin API; an error answer becomes an error with the server's message.
+async fn call(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    let r = req.send().await.with_context(|| what.to_string())?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().unwrap_or("").to_string();
+        anyhow::bail!("{what}: {status}: {msg}");
+    }
+    Ok(v)
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    // A move may wait for a new replica to copy a whole group.
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?)
+}
+
+pub async fn members(server: &str, verb: MembersVerb, json_out: bool) -> anyhow::Result<()> {
+    let http = client()?;
+    match verb {
+        MembersVerb::Add { id, raft_addr, api_addr } => {
+            let body = json!({ "id": id, "raftAddr": raft_addr, "apiAddr": api_addr });
+            let req = http.post(format!("{server}/internal/v1/admin/members")).json(&body);
+            let v = call(req, &format!("adding node {id}")).await?;
+            if json_out {
+                println!("{v}");
+            } else {
+                println!("node {id} is a member; run `raftchat admin rebalance` to give it replicas");
+            }
+            Ok(())
+        }
+        MembersVerb::Remove { id } => {
+            preflight_all_up(&http, server, id).await?;
+            run_moves(&http, server, Some(id), json_out).await?;
+            let req = http.delete(format!("{server}/internal/v1/admin/members/{id}"));
+            let v = call(req, &format!("removing node {id}")).await?;
+            if json_out {
+                println!("{v}");
+            } else {
+                println!("node {id} holds no replicas and left the cluster; it can be stopped");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn rebalance(server: &str, json_out: bool) -> anyhow::Result<()> {
+    let http = client()?;
+    run_moves(&http, server, None, json_out).await
+}
+
+/// Refuses to move replicas while another node is down: a group with replicas on the leaving
+/// node and on a down node would have no quorum for its change.
+async fn preflight_all_up(http: &reqwest::Client, server: &str, leaving: u64) -> anyhow::Result<()> {
+    let cluster = call(http.get(format!("{server}/internal/v1/cluster")), "reading the cluster").await?;
+    let short = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    for n in cluster["nodes"].as_array().into_iter().flatten() {
+        let id = n["nodeId"].as_u64().unwrap_or(0);
+        let addr = n["apiAddr"].as_str().unwrap_or("");
+        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let up = matches!(short.get(format!("{url}/livez")).send().await, Ok(r) if r.status().is_success());
+        anyhow::ensure!(
+            up || id == leaving,
+            "refused: node {id} ({addr}) is down; moving replicas off node {leaving} needs every other node up, \
+             or a group with replicas on both could lose its quorum. Bring node {id} back first."
+        );
+    }
+    Ok(())
+}
+
+async fn run_moves(http: &reqwest::Client, server: &str, exclude: Option<u64>, json_out: bool) -> anyhow::Result<()> {
+    let url = match exclude {
+        Some(x) => format!("{server}/internal/v1/admin/plan?exclude={x}"),
+        None => format!("{server}/internal/v1/admin/plan"),
+    };
+    let plan = call(http.get(url), "planning").await?;
+    let moves = plan["moves"].as_array().cloned().unwrap_or_default();
+    if moves.is_empty() {
+        if !json_out {
+            println!("nothing to move: replicas are already spread evenly");
+        }
+        return Ok(());
+    }
+    let bar = indicatif::ProgressBar::new(moves.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} groups moved {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let terminal = !bar.is_hidden();
+    for m in &moves {
+        let (g, from, to) = (&m["group"], &m["from"], &m["to"]);
+        bar.set_message(format!("(group {g}: {from} -> {to})"));
+        let body = json!({ "group": g, "replicas": to });
+        let req = http.post(format!("{server}/internal/v1/admin/moves")).json(&body);
+        let res = call(req, &format!("moving group {g} from {from} to {to}")).await;
+        let v = match res {
+            Ok(v) => v,
+            Err(e) => {
+                bar.abandon_with_message(format!("stopped at group {g}"));
+                return Err(e);
+            }
+        };
+        bar.inc(1);
+        if json_out {
+            println!("{v}");
+        } else if !terminal {
+            println!("group {g}: {from} -> {to} ({} ms)", v["tookMs"]);
+        }
+    }
+    bar.finish_with_message("done");
+    Ok(())
+}
