@@ -28,6 +28,7 @@ pub mod command;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod leadership;
 pub mod membership;
 pub mod meta;
 pub mod network;

@@ -84,6 +84,7 @@ pub struct NodeInner {
     events: Arc<EventLog>,
     shutdown: watch::Receiver<bool>,
     app: std::sync::OnceLock<Arc<dyn AppHandler>>,
+    pub(crate) leadership: crate::leadership::LeadershipState,
 }
 
 /// A running node. Cheap to clone.
@@ -147,6 +148,7 @@ impl Node {
             events,
             shutdown: shutdown.clone(),
             app: std::sync::OnceLock::new(),
+            leadership: Default::default(),
         });
         let node = Node { inner };
         tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
@@ -445,6 +447,7 @@ impl Node {
             }
             RpcRequest::App { .. } => RpcResponse::App(Vec::new()),
             RpcRequest::Membership(change) => RpcResponse::Membership(self.change_membership_local(&g, change).await),
+            RpcRequest::Leadership(op) => RpcResponse::Membership(self.leadership_local(op).await),
             RpcRequest::PollEvents { epoch, after, wait_ms } => {
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(10_000)));
                 RpcResponse::Events(self.inner.events.poll(group, epoch, after, wait).await)
@@ -472,6 +475,9 @@ impl Node {
         cmd: crate::command::ChatCommand,
     ) -> Result<crate::command::CommandOutcome, AppError> {
         match g.leader() {
+            Some(l) if l == self.id() && self.refusing(g.id) => {
+                Err(AppError::Unavailable(format!("leadership of group {} is moving away from node {l}", g.id)))
+            }
             Some(l) if l == self.id() => g.batcher.propose(cmd).await,
             other => Err(AppError::NotLeader { leader: other }),
         }

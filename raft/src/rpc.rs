@@ -51,6 +51,8 @@ pub enum RpcRequest {
     },
     /// A membership change, for the group's leader.
     Membership(crate::membership::MembershipChange),
+    /// Yield or resume leadership (answered with `RpcResponse::Membership`).
+    Leadership(crate::leadership::LeadershipOp),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //!
 //! - `status`: nodes (up/down, address), per group replicas, leader, term, applied index per
 //!   replica, replication lag, and the cluster's fault tolerance ("can lose 1 node").
-//! - `members add|remove`, `rebalance`: see [`crate::admin_members`].
+//! - `members add|remove`, `rebalance`, `drain`, `transfer-leader`: see [`crate::admin_members`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +34,14 @@ enum Verb {
     },
     /// Spread replicas evenly over the nodes (after adding nodes).
     Rebalance,
+    /// Move leadership of every group away from a node before restarting it (`--off` undoes).
+    Drain {
+        node: u64,
+        #[arg(long)]
+        off: bool,
+    },
+    /// Make a node the leader of a group.
+    TransferLeader { group: u32, node: u64 },
 }
 
 pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
@@ -53,6 +61,13 @@ pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
         }
         Verb::Rebalance => {
             crate::admin_members::rebalance(args.server.trim_end_matches('/'), args.output == "json").await?
+        }
+        Verb::Drain { node, off } => {
+            crate::admin_members::drain(args.server.trim_end_matches('/'), node, !off, args.output == "json").await?
+        }
+        Verb::TransferLeader { group, node } => {
+            crate::admin_members::transfer_leader(args.server.trim_end_matches('/'), group, node, args.output == "json")
+                .await?
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
-//! `raftchat admin members add|remove` and `raftchat admin rebalance`: growing, shrinking and
-//! evening out the cluster through the admin API (server/src/http/admin_api.rs). Moves run one
+//! `raftchat admin members add|remove`, `rebalance`, `drain` and `transfer-leader`: growing,
+//! shrinking and evening out the cluster, and moving leadership, through the admin API
+//! (server/src/http/admin_api.rs). Moves run one
 //! group at a time, so a cluster under load keeps serving while it changes; a progress bar shows
 //! them on a terminal, a line per move elsewhere, and a step that does not finish says what it
 //! waited for.
@@ -138,5 +139,47 @@ async fn run_moves(http: &reqwest::Client, server: &str, exclude: Option<u64>, j
         }
     }
     bar.finish_with_message("done");
+    Ok(())
+}
+
+/// The client URL of node `id`, from the cluster layout.
+async fn node_url(server: &str, id: u64) -> anyhow::Result<String> {
+    let http = client()?;
+    let cluster = call(http.get(format!("{server}/internal/v1/cluster")), "reading the cluster").await?;
+    let addr = cluster["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["nodeId"].as_u64() == Some(id))
+        .and_then(|n| n["apiAddr"].as_str().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("node {id} is not a member"))?;
+    Ok(if addr.starts_with("http") { addr } else { format!("http://{addr}") })
+}
+
+pub async fn drain(server: &str, node: u64, on: bool, json_out: bool) -> anyhow::Result<()> {
+    let url = node_url(server, node).await?;
+    let http = client()?;
+    let req = http.post(format!("{url}/internal/v1/admin/drain")).json(&json!({ "on": on }));
+    let v = call(req, &format!("draining node {node}")).await?;
+    if json_out {
+        println!("{v}");
+    } else if on {
+        println!("node {node} leads no group and will not be elected; its /readyz answers 503. Restart it, then `drain {node} --off`.");
+    } else {
+        println!("node {node} stands for election again");
+    }
+    Ok(())
+}
+
+pub async fn transfer_leader(server: &str, group: u32, node: u64, json_out: bool) -> anyhow::Result<()> {
+    let http = client()?;
+    let req =
+        http.post(format!("{server}/internal/v1/admin/transfer-leader")).json(&json!({ "group": group, "to": node }));
+    let v = call(req, &format!("moving leadership of group {group} to node {node}")).await?;
+    if json_out {
+        println!("{v}");
+    } else {
+        println!("node {node} leads group {group} ({} ms)", v["tookMs"]);
+    }
     Ok(())
 }

@@ -8,6 +8,10 @@
 //! - `POST /internal/v1/admin/moves {group, replicas}`: moves one group, in the steps of
 //!   `raftchat_raft::membership`; an error names the step that did not finish and why.
 //! - `DELETE /internal/v1/admin/members/{id}`: removes a node that holds no replica any more.
+//! - `POST /internal/v1/admin/drain {on}` (to the node itself): stop leading and standing for
+//!   election (`/readyz` answers 503 while draining), or undo it; -> `{draining, stillLeading}`.
+//! - `POST /internal/v1/admin/transfer-leader {group, to}`: node `to` takes over leadership of
+//!   the group (forwarded to `to`).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -39,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/internal/v1/admin/members", post(add_member))
         .route("/internal/v1/admin/members/{id}", delete(remove_member))
         .route("/internal/v1/admin/moves", post(move_group))
+        .route("/internal/v1/admin/drain", post(drain))
+        .route("/internal/v1/admin/transfer-leader", post(transfer_leader))
 }
 
 /// Replicas per group: each group keeps three on distinct nodes.
@@ -267,4 +273,67 @@ async fn remove_member(State(s): State<AppState>, Path(id): Path<u64>) -> Result
     meta(&s, "step 2/2 (node leaves the layout)", MetaCommand::RemoveNode { id }, move |l| !l.nodes.contains_key(&id))
         .await?;
     Ok(Json(json!({ "id": id, "removed": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Drain {
+    on: bool,
+}
+
+async fn drain(State(s): State<AppState>, JsonBody(req): JsonBody<Drain>) -> Result<Json<serde_json::Value>, ApiError> {
+    let still = s.node.set_draining(req.on, Duration::from_secs(30)).await;
+    if req.on && !still.is_empty() {
+        return Err(unavailable(
+            "drain",
+            format!("node {} still leads groups {still:?} after 30 s (are the other replicas up?)", s.node.id()),
+        ));
+    }
+    Ok(Json(json!({ "node": s.node.id(), "draining": req.on, "stillLeading": still })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    group: u32,
+    to: u64,
+}
+
+async fn transfer_leader(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<Transfer>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let l = layout(&s)?;
+    let hosts =
+        if req.group == META_GROUP { l.nodes.contains_key(&req.to) } else { l.replicas(req.group).contains(&req.to) };
+    if !hosts {
+        return Err(conflict(format!("node {} holds no replica of group {}", req.to, req.group)));
+    }
+    let started = Instant::now();
+    if req.to != s.node.id() {
+        // The new leader runs the transfer: it knows the group's leader and stands for election.
+        let api = l.nodes.get(&req.to).map(|n| n.api_addr.clone()).unwrap_or_default();
+        let url = if api.starts_with("http") { api } else { format!("http://{api}") };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| unavailable("transfer", e))?;
+        let r = http
+            .post(format!("{url}/internal/v1/admin/transfer-leader"))
+            .json(&json!({ "group": req.group, "to": req.to }))
+            .send()
+            .await
+            .map_err(|e| unavailable(&format!("asking node {}", req.to), e))?;
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(unavailable("transfer", v["error"]["message"].as_str().unwrap_or("failed").to_string()));
+        }
+        return Ok(Json(v));
+    }
+    s.node
+        .take_leadership(req.group)
+        .await
+        .map_err(|e| unavailable(&format!("group {} to node {}", req.group, req.to), e))?;
+    Ok(Json(json!({ "group": req.group, "leader": req.to, "tookMs": started.elapsed().as_millis() as u64 })))
 }

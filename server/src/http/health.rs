@@ -100,6 +100,9 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
 }
 
 fn not_ready_reason(s: &AppState) -> Option<String> {
+    if s.node.draining() {
+        return Some("draining (raftchat admin drain)".into());
+    }
     let Some(layout) = s.node.layout() else { return Some("no cluster layout yet".into()) };
     if !layout.nodes.contains_key(&s.node.id()) {
         return Some("this node is not a cluster member".into());

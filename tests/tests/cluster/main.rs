@@ -6,6 +6,7 @@ mod bad_data_dir;
 mod failover;
 mod idempotency;
 mod internal_api;
+mod leadership;
 mod lost_data;
 mod membership;
 mod metrics;
