@@ -85,6 +85,7 @@ pub struct NodeInner {
     shutdown: watch::Receiver<bool>,
     app: std::sync::OnceLock<Arc<dyn AppHandler>>,
     pub(crate) leadership: crate::leadership::LeadershipState,
+    snapshots: Arc<crate::state_machine::SnapshotObserver>,
 }
 
 /// A running node. Cheap to clone.
@@ -149,6 +150,7 @@ impl Node {
             shutdown: shutdown.clone(),
             app: std::sync::OnceLock::new(),
             leadership: Default::default(),
+            snapshots: Arc::new(std::sync::OnceLock::new()),
         });
         let node = Node { inner };
         tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
@@ -223,6 +225,11 @@ impl Node {
         &self.inner.pool
     }
 
+    /// Where snapshot durations go (set once, by the metrics).
+    pub fn snapshot_observer(&self) -> &crate::state_machine::SnapshotObserver {
+        &self.inner.snapshots
+    }
+
     pub fn wal_stats(&self) -> &raftchat_storage::wal::FlushStats {
         self.inner.engine.stats()
     }
@@ -242,10 +249,11 @@ impl Node {
             return Ok(h);
         }
         let inner = &self.inner;
+        let snapshots = Some(inner.snapshots.clone());
         let listeners = if g == META_GROUP {
-            Listeners { events: None, layout: Some(inner.layout_tx.clone()) }
+            Listeners { events: None, layout: Some(inner.layout_tx.clone()), snapshots }
         } else {
-            Listeners { events: Some(inner.events.clone()), layout: None }
+            Listeners { events: Some(inner.events.clone()), layout: None, snapshots }
         };
         let log = GroupLog::new(inner.engine.clone(), g);
         let sm = GroupStateMachine::open(g, &inner.db, &inner.config.data_dir.join("snapshots"), listeners)?;

@@ -42,7 +42,19 @@ pub struct Listeners {
     pub events: Option<Arc<EventLog>>,
     /// The cluster layout (meta group only).
     pub layout: Option<watch::Sender<Option<ClusterLayout>>>,
+    /// Told how long each snapshot build and install took.
+    pub snapshots: Option<Arc<SnapshotObserver>>,
 }
+
+/// What a snapshot observer hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotEvent {
+    Built,
+    Installed,
+}
+
+/// Set once (by the metrics) on the node; every group's state machine reports to it.
+pub type SnapshotObserver = std::sync::OnceLock<Box<dyn Fn(SnapshotEvent, std::time::Duration) + Send + Sync>>;
 
 /// What one apply call produced.
 struct AppliedBatch {
@@ -68,6 +80,12 @@ fn snap_err(e: StorageError, verb: ErrorVerb) -> RaftStorageError<u64> {
 }
 
 impl GroupStateMachine {
+    fn observe(&self, event: SnapshotEvent, took: std::time::Duration) {
+        if let Some(f) = self.listeners.snapshots.as_ref().and_then(|o| o.get()) {
+            f(event, took);
+        }
+    }
+
     /// Opens a group's state, first restoring it from its snapshot if it fell behind.
     pub fn open(group: GroupId, db: &StateDb, snapshots: &Path, listeners: Listeners) -> Result<Self, StorageError> {
         let state = db.open_group(group)?;
@@ -156,7 +174,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Runs between applies: the capture is a consistent cut at `self.applied`.
-        SnapshotBuilder { capture: snapshot::capture(&self.state), snapdir: self.snapdir.clone(), group: self.group }
+        SnapshotBuilder {
+            capture: snapshot::capture(&self.state),
+            snapdir: self.snapdir.clone(),
+            group: self.group,
+            observer: self.listeners.snapshots.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, RaftStorageError<u64>> {
@@ -172,12 +195,14 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let mut file = snapshot.into_std().await;
         let state = self.state.clone();
         let dir = self.snapdir.clone();
+        let started = std::time::Instant::now();
         let installed = tokio::task::spawn_blocking(move || snapshot::install(&state, &dir, &mut file, true))
             .await
             .map_err(|e| {
                 snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: e.to_string() }, ErrorVerb::Write)
             })?
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
+        self.observe(SnapshotEvent::Installed, started.elapsed());
         if installed.last_log_id != meta.last_log_id {
             tracing::warn!(group = self.group, ?meta, ?installed, "installed snapshot differs from announced meta");
         }
@@ -205,6 +230,7 @@ pub struct SnapshotBuilder {
     capture: Result<snapshot::Capture, StorageError>,
     snapdir: SnapshotDir,
     group: GroupId,
+    observer: Option<Arc<SnapshotObserver>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -226,6 +252,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             })?
             .map_err(|e| snap_err(e, ErrorVerb::Write))?;
         tracing::info!(group = self.group, last = ?meta.last_log_id, ms = started.elapsed().as_millis() as u64, "built snapshot");
+        if let Some(f) = self.observer.as_ref().and_then(|o| o.get()) {
+            f(SnapshotEvent::Built, started.elapsed());
+        }
         current_snapshot(&self.snapdir).await?.ok_or_else(|| {
             snap_err(
                 StorageError::Corrupt { path: self.snapdir.current_path(), reason: "snapshot vanished".into() },

@@ -43,6 +43,8 @@ pub struct Metrics {
     replication_lag: Family<LagLabel, Gauge>,
     pub leader_changes: Family<GroupLabel, Counter>,
     pub fsync_duration: Histogram,
+    pub snapshot_build: Histogram,
+    pub snapshot_install: Histogram,
     pub entries_per_fsync: Histogram,
     wal_bytes: Gauge,
     state_bytes: Gauge,
@@ -68,6 +70,8 @@ impl Metrics {
             replication_lag: Family::default(),
             leader_changes: Family::default(),
             fsync_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            snapshot_build: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            snapshot_install: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             entries_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             wal_bytes: Gauge::default(),
             state_bytes: Gauge::default(),
@@ -105,6 +109,16 @@ impl Metrics {
         r.register("raftchat_raft_leader_changes", "Leader changes seen for the group", m.leader_changes.clone());
         r.register("raftchat_wal_fsync_duration_seconds", "Duration of each WAL fsync round", m.fsync_duration.clone());
         r.register(
+            "raftchat_snapshot_build_duration_seconds",
+            "Duration of each snapshot build",
+            m.snapshot_build.clone(),
+        );
+        r.register(
+            "raftchat_snapshot_install_duration_seconds",
+            "Duration of each snapshot install (a replica catching up by snapshot)",
+            m.snapshot_install.clone(),
+        );
+        r.register(
             "raftchat_wal_entries_per_fsync",
             "Log entries made durable by each fsync round",
             m.entries_per_fsync.clone(),
@@ -140,6 +154,11 @@ impl Metrics {
         let _ = node.wal_stats().observer.set(Box::new(move |took, entries| {
             m.fsync_duration.observe(took.as_secs_f64());
             m.entries_per_fsync.observe(entries as f64);
+        }));
+        let m = self.clone();
+        let _ = node.snapshot_observer().set(Box::new(move |event, took| match event {
+            raftchat_raft::state_machine::SnapshotEvent::Built => m.snapshot_build.observe(took.as_secs_f64()),
+            raftchat_raft::state_machine::SnapshotEvent::Installed => m.snapshot_install.observe(took.as_secs_f64()),
         }));
     }
 

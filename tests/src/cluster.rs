@@ -194,6 +194,21 @@ impl Cluster {
         Ok(id)
     }
 
+    /// Stops node `id` and starts it again on new ports (same id, same data): as when a
+    /// machine comes back with a new address.
+    pub fn readdress(&mut self, id: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.opts.proxied, "readdress does not support proxied clusters");
+        self.kill(id);
+        let reserved = reserve_ports(2)?;
+        let ports: Vec<u16> = reserved.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+        let n = &mut self.nodes[id as usize - 1];
+        n.http = format!("127.0.0.1:{}", ports[0]);
+        n.raft = format!("127.0.0.1:{}", ports[1]);
+        n.advertise = n.raft.clone();
+        drop(reserved);
+        self.spawn(id)
+    }
+
     /// The node's Raft address as peers reach it.
     pub fn raft_addr(&self, id: u64) -> String {
         self.node(id).advertise.clone()

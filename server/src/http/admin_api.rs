@@ -132,12 +132,12 @@ async fn add_member(
         return Err(ApiError::bad_request("id must be positive and raftAddr host:port"));
     }
     if let Some(existing) = l.nodes.get(&req.id) {
-        if existing.raft_addr != req.raft_addr {
+        if existing.raft_addr != req.raft_addr || existing.api_addr != req.api_addr {
             // Identity is the id: a member that came back on a new address keeps its place.
             let info = NodeInfo { raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
-            let addr = req.raft_addr.clone();
+            let want = info.clone();
             meta(&s, "updating the address", MetaCommand::UpsertNode { id: req.id, info }, move |l| {
-                l.nodes.get(&req.id).is_some_and(|n| n.raft_addr == addr)
+                l.nodes.get(&req.id) == Some(&want)
             })
             .await?;
         }

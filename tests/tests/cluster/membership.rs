@@ -153,3 +153,27 @@ async fn grow_three_to_five_under_load_then_remove_one() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_on_a_new_address_rejoins() -> anyhow::Result<()> {
+    let _serial = raftchat_tests::serial().await;
+    let mut c = Cluster::start(Opts { data_groups: 4, ..Default::default() }).await?;
+    let (sender, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let chat = Uuid::new_v4();
+    client::create_chat(&c.http, &c.url(1), chat, "direct", sender, &[other]).await?;
+    client::append(&c.http, &c.url(1), chat, sender, "before", "x").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    c.readdress(3)?;
+    // Its identity is its id: telling the cluster its new address is all it takes.
+    admin(&c, 1, &["members", "add", "--id", "3", "--raft-addr", &c.raft_addr(3), "--api-addr", &c.api_addr(3)])?;
+    c.wait_ready(Duration::from_secs(60)).await?;
+    client::append(&c.http, &c.url(2), chat, sender, "after", "x").await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    raftchat_tests::eventually(Duration::from_secs(30), "node 3 holds both messages", || async {
+        let h = client::history(&c.http, &c.url(3), chat, "replica").await.ok()?;
+        (h.len() == 2).then_some(())
+    })
+    .await?;
+    let l = layout(&c, 3).await?;
+    let me = l["nodes"].as_array().into_iter().flatten().find(|n| n["nodeId"] == 3).cloned().unwrap_or_default();
+    assert_eq!(me["raftAddr"].as_str(), Some(c.raft_addr(3).as_str()), "{l}");
+    Ok(())
+}

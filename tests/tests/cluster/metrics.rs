@@ -16,6 +16,8 @@ pub const NAMES: &[&str] = &[
     "raftchat_raft_leader_changes_total",
     "raftchat_wal_fsync_duration_seconds_count",
     "raftchat_wal_entries_per_fsync_count",
+    "raftchat_snapshot_build_duration_seconds_count",
+    "raftchat_snapshot_install_duration_seconds_count",
     "raftchat_storage_wal_bytes",
     "raftchat_storage_state_bytes",
     "raftchat_ws_connections",
