@@ -80,7 +80,7 @@ async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 }
 
 /// Builds the cluster report from the layout and every node's own status.
-async fn status(http: &reqwest::Client, server: &str) -> anyhow::Result<Value> {
+pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Result<Value> {
     let cluster = get(http, &format!("{server}/internal/v1/cluster")).await?;
     anyhow::ensure!(cluster["initialized"] == true, "the cluster is not initialized yet");
     let nodes = cluster["nodes"].as_array().cloned().unwrap_or_default();

@@ -3,7 +3,7 @@
 //! (server/src/http/admin_api.rs). Moves run one
 //! group at a time, so a cluster under load keeps serving while it changes; a progress bar shows
 //! them on a terminal, a line per move elsewhere, and a step that does not finish says what it
-//! waited for.
+//! waited for. `rebalance` then evens out leadership with `transfer-leader`.
 
 use std::time::Duration;
 
@@ -77,7 +77,105 @@ pub async fn members(server: &str, verb: MembersVerb, json_out: bool) -> anyhow:
 
 pub async fn rebalance(server: &str, json_out: bool) -> anyhow::Result<()> {
     let http = client()?;
-    run_moves(&http, server, None, json_out).await
+    run_moves(&http, server, None, json_out).await?;
+    balance_leaders(&http, server, json_out).await
+}
+
+/// Leadership transfers that leave every node leading at most one group more than any other
+/// (as far as each group's replicas allow): `(group, from, to)`.
+pub fn plan_leaders(groups: &[(u64, Option<u64>, Vec<u64>)], nodes: &[u64]) -> Vec<(u64, u64, u64)> {
+    let mut count: std::collections::BTreeMap<u64, usize> = nodes.iter().map(|n| (*n, 0)).collect();
+    let mut leader: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for (g, l, _) in groups {
+        if let Some(l) = l {
+            *count.entry(*l).or_default() += 1;
+            leader.insert(*g, *l);
+        }
+    }
+    let mut out = Vec::new();
+    for _ in 0..groups.len() * 2 {
+        let best = groups
+            .iter()
+            .filter_map(|(g, _, replicas)| {
+                let from = *leader.get(g)?;
+                let to = replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| *r != from)
+                    .min_by_key(|r| (count.get(r).copied().unwrap_or(0), *r))?;
+                let gain = count[&from] as i64 - count.get(&to).copied().unwrap_or(0) as i64;
+                (gain > 1).then_some((gain, *g, from, to))
+            })
+            .max_by_key(|(gain, g, _, _)| (*gain, std::cmp::Reverse(*g)));
+        let Some((_, g, from, to)) = best else { break };
+        *count.entry(from).or_default() -= 1;
+        *count.entry(to).or_default() += 1;
+        leader.insert(g, to);
+        out.push((g, from, to));
+    }
+    out
+}
+
+async fn balance_leaders(http: &reqwest::Client, server: &str, json_out: bool) -> anyhow::Result<()> {
+    let short = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let report = crate::admin::status(&short, server).await?;
+    let groups: Vec<(u64, Option<u64>, Vec<u64>)> = report["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g["group"].as_u64().is_some_and(|g| g > 0))
+        .map(|g| {
+            let replicas = g["replicas"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+            (g["group"].as_u64().unwrap_or(0), g["leader"].as_u64(), replicas)
+        })
+        .collect();
+    let nodes: Vec<u64> = report["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["up"] == true)
+        .filter_map(|n| n["nodeId"].as_u64())
+        .collect();
+    for (g, from, to) in plan_leaders(&groups, &nodes) {
+        let req =
+            http.post(format!("{server}/internal/v1/admin/transfer-leader")).json(&json!({ "group": g, "to": to }));
+        let v = call(req, &format!("moving leadership of group {g} from node {from} to node {to}")).await?;
+        if json_out {
+            println!("{v}");
+        } else {
+            println!("group {g}: leader {from} -> {to}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_leaders;
+
+    #[test]
+    fn leaders_end_spread_within_one() {
+        // Five nodes, node 1 leads everything it can.
+        let groups: Vec<(u64, Option<u64>, Vec<u64>)> =
+            (1..=10u64).map(|g| (g, Some(1), vec![1, 2 + g % 4, 2 + (g + 1) % 4])).collect();
+        let plan = plan_leaders(&groups, &[1, 2, 3, 4, 5]);
+        let mut count = std::collections::BTreeMap::new();
+        let mut leader: std::collections::BTreeMap<u64, u64> = groups.iter().map(|(g, _, _)| (*g, 1)).collect();
+        for (g, from, to) in &plan {
+            assert_eq!(leader[g], *from);
+            leader.insert(*g, *to);
+        }
+        for l in leader.values() {
+            *count.entry(*l).or_insert(0) += 1;
+        }
+        let (min, max) = (count.values().min().copied().unwrap_or(0), count.values().max().copied().unwrap_or(0));
+        assert!(max - min <= 1 && count.len() == 5, "{count:?}");
+        assert!(plan_leaders(
+            &groups.iter().map(|(g, _, r)| (*g, leader.get(g).copied(), r.clone())).collect::<Vec<_>>(),
+            &[1, 2, 3, 4, 5]
+        )
+        .is_empty());
+    }
 }
 
 /// Refuses to move replicas while another node is down: a group with replicas on the leaving

@@ -100,6 +100,16 @@ async fn grow_three_to_five_under_load_then_remove_one() -> anyhow::Result<()> {
     assert!(spread.values().all(|n| *n > 0), "every node holds replicas: {spread:?}");
     let (min, max) = (spread.values().min().copied().unwrap_or(0), spread.values().max().copied().unwrap_or(0));
     assert!(max - min <= 1, "evenly: {spread:?}");
+    // Leadership was spread too: no node leads more than two groups more than another.
+    let st: serde_json::Value = serde_json::from_str(&admin(&c, 2, &["--output", "json", "status"])?)?;
+    let mut leads: BTreeMap<u64, usize> = spread.keys().map(|n| (*n, 0)).collect();
+    for g in st["groups"].as_array().into_iter().flatten().filter(|g| g["group"] != 0) {
+        if let Some(l) = g["leader"].as_u64() {
+            *leads.entry(l).or_default() += 1;
+        }
+    }
+    let (lmin, lmax) = (leads.values().min().copied().unwrap_or(0), leads.values().max().copied().unwrap_or(0));
+    assert!(lmax - lmin <= 2, "leaders spread: {leads:?}");
     let out = admin(&c, 2, &["rebalance"])?;
     assert!(out.contains("nothing to move"), "a second rebalance has nothing to do: {out}");
 
