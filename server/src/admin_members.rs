@@ -149,35 +149,6 @@ async fn balance_leaders(http: &reqwest::Client, server: &str, json_out: bool) -
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::plan_leaders;
-
-    #[test]
-    fn leaders_end_spread_within_one() {
-        // Five nodes, node 1 leads everything it can.
-        let groups: Vec<(u64, Option<u64>, Vec<u64>)> =
-            (1..=10u64).map(|g| (g, Some(1), vec![1, 2 + g % 4, 2 + (g + 1) % 4])).collect();
-        let plan = plan_leaders(&groups, &[1, 2, 3, 4, 5]);
-        let mut count = std::collections::BTreeMap::new();
-        let mut leader: std::collections::BTreeMap<u64, u64> = groups.iter().map(|(g, _, _)| (*g, 1)).collect();
-        for (g, from, to) in &plan {
-            assert_eq!(leader[g], *from);
-            leader.insert(*g, *to);
-        }
-        for l in leader.values() {
-            *count.entry(*l).or_insert(0) += 1;
-        }
-        let (min, max) = (count.values().min().copied().unwrap_or(0), count.values().max().copied().unwrap_or(0));
-        assert!(max - min <= 1 && count.len() == 5, "{count:?}");
-        assert!(plan_leaders(
-            &groups.iter().map(|(g, _, r)| (*g, leader.get(g).copied(), r.clone())).collect::<Vec<_>>(),
-            &[1, 2, 3, 4, 5]
-        )
-        .is_empty());
-    }
-}
-
 /// Refuses to move replicas while another node is down: a group with replicas on the leaving
 /// node and on a down node would have no quorum for its change.
 async fn preflight_all_up(http: &reqwest::Client, server: &str, leaving: u64) -> anyhow::Result<()> {
@@ -280,4 +251,33 @@ pub async fn transfer_leader(server: &str, group: u32, node: u64, json_out: bool
         println!("node {node} leads group {group} ({} ms)", v["tookMs"]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_leaders;
+
+    #[test]
+    fn leaders_end_spread_within_one() {
+        // Five nodes, node 1 leads everything it can.
+        let groups: Vec<(u64, Option<u64>, Vec<u64>)> =
+            (1..=10u64).map(|g| (g, Some(1), vec![1, 2 + g % 4, 2 + (g + 1) % 4])).collect();
+        let plan = plan_leaders(&groups, &[1, 2, 3, 4, 5]);
+        let mut count = std::collections::BTreeMap::new();
+        let mut leader: std::collections::BTreeMap<u64, u64> = groups.iter().map(|(g, _, _)| (*g, 1)).collect();
+        for (g, from, to) in &plan {
+            assert_eq!(leader[g], *from);
+            leader.insert(*g, *to);
+        }
+        for l in leader.values() {
+            *count.entry(*l).or_insert(0) += 1;
+        }
+        let (min, max) = (count.values().min().copied().unwrap_or(0), count.values().max().copied().unwrap_or(0));
+        assert!(max - min <= 1 && count.len() == 5, "{count:?}");
+        assert!(plan_leaders(
+            &groups.iter().map(|(g, _, r)| (*g, leader.get(g).copied(), r.clone())).collect::<Vec<_>>(),
+            &[1, 2, 3, 4, 5]
+        )
+        .is_empty());
+    }
 }
