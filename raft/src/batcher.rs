@@ -40,7 +40,8 @@ impl Batcher {
         shutdown: watch::Receiver<bool>,
     ) -> Batcher {
         let (tx, rx) = mpsc::channel(queue_len);
-        tokio::spawn(run(raft, group, rx, batch_max, in_flight_max, shutdown));
+        let span = tracing::info_span!("group", group);
+        tokio::spawn(tracing::Instrument::instrument(run(raft, group, rx, batch_max, in_flight_max, shutdown), span));
         Batcher { tx }
     }
 

@@ -208,7 +208,11 @@ impl Hub {
         st.feeds.insert(g, Feed { refs: 1, stop });
         let hub = self.clone();
         let shutdown = self.shutdown.clone();
-        tokio::spawn(super::feed::run(hub, self.service.clone(), g, stop_rx, shutdown));
+        let span = tracing::info_span!("feed", group = g);
+        tokio::spawn(tracing::Instrument::instrument(
+            super::feed::run(hub, self.service.clone(), g, stop_rx, shutdown),
+            span,
+        ));
     }
 
     fn feed_unref(&self, st: &mut State, g: GroupId) {

@@ -63,8 +63,15 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
         timing: s.timing,
     };
     let shutdown = s.shutdown.clone();
-    ws.max_message_size(WS_MESSAGE_BYTES_MAX).on_upgrade(move |socket| async move {
-        connection::serve(socket, user, cx, shutdown).await;
-        drop(permit);
+    ws.max_message_size(WS_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
+        // Every log line of this connection carries its user.
+        let span = tracing::info_span!("ws", %user);
+        tracing::Instrument::instrument(
+            async move {
+                connection::serve(socket, user, cx, shutdown).await;
+                drop(permit);
+            },
+            span,
+        )
     })
 }

@@ -66,3 +66,40 @@ async fn bad_data_directories_are_refused_with_a_message() -> anyhow::Result<()>
     assert!(!err.contains("panicked"), "{err}");
     Ok(())
 }
+
+/// A node of another cluster that dials a member is refused at the handshake, and both sides'
+/// logs name both cluster ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_at_the_handshake() -> anyhow::Result<()> {
+    let _serial = raftchat_tests::serial().await;
+    let c = Cluster::start(Opts { data_groups: 4, ..Default::default() }).await?;
+    let dir = tempfile::tempdir()?;
+    let rogue_raft = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let data = dir.path().join("rogue");
+    let log = std::fs::File::create(dir.path().join("rogue.log"))?;
+    // Node id 1 dials every higher id: node 2 of the real cluster, at its real address.
+    let peers = format!("1={rogue_raft},2={}", c.raft_addr(2));
+    let mut rogue = Command::new(raftchat_tests::binary()?)
+        .arg("node")
+        .args(["--node-id", "1", "--cluster-id", "rogue-cluster", "--listen", "127.0.0.1:0"])
+        .args(["--raft-listen", &rogue_raft, "--peers", &peers, "--data-dir"])
+        .arg(&data)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let found = raftchat_tests::eventually(Duration::from_secs(20), "the refusal in both logs", || async {
+        let theirs = std::fs::read_to_string(dir.path().join("rogue.log")).unwrap_or_default();
+        let ours = c.log(2);
+        let named = |l: &str| l.contains("rogue-cluster") && l.contains("test-cluster");
+        let r = theirs.lines().any(|l| l.contains("refused") && named(l));
+        let o = ours.lines().any(|l| l.contains("refused") && named(l));
+        (r && o).then_some(())
+    })
+    .await;
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+    found?;
+    // The cluster is unharmed.
+    c.wait_ready(Duration::from_secs(10)).await?;
+    Ok(())
+}
