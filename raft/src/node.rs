@@ -234,6 +234,13 @@ impl Node {
         self.inner.engine.stats()
     }
 
+    /// Storage of one hosted group: bytes of its unpurged log entries, and of its current
+    /// snapshot file (the size of its state when the snapshot was taken).
+    pub fn group_bytes(&self, g: GroupId) -> (u64, u64) {
+        let snap = self.inner.config.data_dir.join("snapshots").join(format!("g{g}")).join("current.snap");
+        (self.inner.engine.group_bytes(g), std::fs::metadata(snap).map_or(0, |m| m.len()))
+    }
+
     /// Bytes on disk of the Raft log and of the chat state.
     pub fn disk_bytes(&self) -> (u64, u64) {
         (self.inner.engine.disk_bytes(), self.inner.db.size_on_disk())

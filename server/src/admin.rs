@@ -105,6 +105,7 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
         let mut leader = None;
         let mut term = 0;
         let mut applied = BTreeMap::new();
+        let mut bytes = 0u64;
         for (nid, st) in &node_status {
             let Some(st) = st else { continue };
             let Some(view) =
@@ -117,6 +118,8 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
                 leader = Some(*nid);
             }
             applied.insert(*nid, view["appliedIndex"].as_u64().unwrap_or(0));
+            let here = view["logBytes"].as_u64().unwrap_or(0) + view["snapshotBytes"].as_u64().unwrap_or(0);
+            bytes = bytes.max(here);
         }
         let voters = if gid == 0 { applied.len().max(replicas.len()) } else { replicas.len() };
         let alive = replicas.iter().filter(|r| up(**r)).count();
@@ -125,7 +128,7 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
         let lag = applied.values().max().unwrap_or(&0) - applied.values().min().unwrap_or(&0);
         groups.push(serde_json::json!({
             "group": gid, "replicas": replicas, "leader": leader, "term": term,
-            "applied": applied, "lag": lag, "aliveReplicas": alive,
+            "applied": applied, "lag": lag, "aliveReplicas": alive, "storageBytes": bytes,
         }));
     }
     let can_lose = min_spare.max(0);
@@ -160,21 +163,41 @@ fn print_table(r: &Value) {
         );
     }
     println!();
-    println!("{:<6} {:<12} {:<7} {:<6} {:<8} {:<6}", "GROUP", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG");
+    println!(
+        "{:<6} {:<12} {:<7} {:<6} {:<8} {:<6} {:>10}",
+        "GROUP", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG", "STORAGE"
+    );
     for g in r["groups"].as_array().into_iter().flatten() {
         let replicas: Vec<String> = g["replicas"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
         let max_applied =
             g["applied"].as_object().map(|m| m.values().filter_map(Value::as_u64).max().unwrap_or(0)).unwrap_or(0);
         println!(
-            "{:<6} {:<12} {:<7} {:<6} {:<8} {:<6}",
+            "{:<6} {:<12} {:<7} {:<6} {:<8} {:<6} {:>10}",
             g["group"].to_string(),
             replicas.join(","),
             g["leader"].as_u64().map_or("none".to_string(), |l| l.to_string()),
             g["term"].to_string(),
             max_applied,
-            g["lag"].to_string()
+            g["lag"].to_string(),
+            human_bytes(g["storageBytes"].as_u64().unwrap_or(0))
         );
     }
     println!();
     println!("fault tolerance: {}", r["faultTolerance"]["summary"].as_str().unwrap_or("?"));
+}
+
+/// 1536 -> "1.5 KiB".
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

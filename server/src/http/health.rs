@@ -134,6 +134,10 @@ struct GroupStatus {
     purged_index: Option<u64>,
     snapshot_index: Option<u64>,
     voters: Vec<u64>,
+    /// Bytes of this replica's unpurged log entries.
+    log_bytes: u64,
+    /// Bytes of its current snapshot (its state as of the snapshot).
+    snapshot_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -161,7 +165,10 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
         .iter()
         .map(|g| {
             let m = g.raft.metrics().borrow().clone();
+            let (log_bytes, snapshot_bytes) = s.node.group_bytes(g.id);
             GroupStatus {
+                log_bytes,
+                snapshot_bytes,
                 group: g.id,
                 leader: m.current_leader,
                 is_leader: m.current_leader == Some(s.node.id()),

@@ -400,6 +400,12 @@ impl LogEngine {
     }
 
     /// Bytes on disk over all segments.
+    /// Bytes of the log entries `group` holds (not yet purged).
+    pub fn group_bytes(&self, group: u32) -> u64 {
+        let st = self.lock();
+        st.groups.get(&group).map_or(0, |g| g.entries.iter().map(|l| u64::from(l.len)).sum())
+    }
+
     pub fn disk_bytes(&self) -> u64 {
         let st = self.lock();
         st.segments.values().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()

@@ -24,6 +24,8 @@ async fn admin_status_reports_nodes_leaders_and_fault_tolerance() -> anyhow::Res
     let groups = r["groups"].as_array().cloned().unwrap_or_default();
     assert_eq!(groups.len(), 5, "meta + 4 data groups");
     assert!(groups.iter().all(|g| g["leader"].is_u64()), "{r}");
+    // Storage per group: every group holds at least its membership entries.
+    assert!(groups.iter().all(|g| g["storageBytes"].as_u64().is_some_and(|b| b > 0)), "{r}");
 
     c.kill(3);
     let r = raftchat_tests::eventually(Duration::from_secs(30), "node 3 down, leaders re-elected", || async {
