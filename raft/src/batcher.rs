@@ -28,6 +28,8 @@ type Reply = oneshot::Sender<Result<CommandOutcome, AppError>>;
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<(ChatCommand, Reply)>,
+    /// Commands accepted for proposal since start.
+    proposed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Batcher {
@@ -42,7 +44,7 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(queue_len);
         let span = tracing::info_span!("group", group);
         tokio::spawn(tracing::Instrument::instrument(run(raft, group, rx, batch_max, in_flight_max, shutdown), span));
-        Batcher { tx }
+        Batcher { tx, proposed: Default::default() }
     }
 
     /// Proposes `cmd`; resolves once it is applied (or surely failed, or may have applied).
@@ -52,7 +54,13 @@ impl Batcher {
             mpsc::error::TrySendError::Full(_) => AppError::Overloaded("proposal queue is full".into()),
             mpsc::error::TrySendError::Closed(_) => AppError::Unavailable("group is shutting down".into()),
         })?;
+        self.proposed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rx.await.map_err(|_| AppError::Unknown("proposal dropped while in flight".into()))?
+    }
+
+    /// Commands accepted for proposal on this node since it started.
+    pub fn proposed(&self) -> u64 {
+        self.proposed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -42,6 +42,7 @@ pub struct Metrics {
     applied_index: Family<GroupLabel, Gauge>,
     replication_lag: Family<LagLabel, Gauge>,
     pub leader_changes: Family<GroupLabel, Counter>,
+    pub proposals: Family<GroupLabel, Counter>,
     pub fsync_duration: Histogram,
     pub snapshot_build: Histogram,
     pub snapshot_install: Histogram,
@@ -69,6 +70,7 @@ impl Metrics {
             applied_index: Family::default(),
             replication_lag: Family::default(),
             leader_changes: Family::default(),
+            proposals: Family::default(),
             fsync_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             snapshot_build: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             snapshot_install: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -107,6 +109,11 @@ impl Metrics {
             m.replication_lag.clone(),
         );
         r.register("raftchat_raft_leader_changes", "Leader changes seen for the group", m.leader_changes.clone());
+        r.register(
+            "raftchat_raft_proposals",
+            "Chat commands this node proposed as the group's leader",
+            m.proposals.clone(),
+        );
         r.register("raftchat_wal_fsync_duration_seconds", "Duration of each WAL fsync round", m.fsync_duration.clone());
         r.register(
             "raftchat_snapshot_build_duration_seconds",
@@ -174,6 +181,9 @@ impl Metrics {
                     _ = shutdown.changed() => if *shutdown.borrow() { return },
                 }
                 for g in node.groups() {
+                    let c = m.proposals.get_or_create(&GroupLabel { group: g.id });
+                    let now = g.batcher.proposed();
+                    c.inc_by(now.saturating_sub(c.get()));
                     let leader = g.leader();
                     let prev = last.insert(g.id, leader);
                     if prev.is_some_and(|p| p != leader) && leader.is_some() {

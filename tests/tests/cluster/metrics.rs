@@ -1,5 +1,7 @@
 //! `/metrics` serves every documented metric name in the Prometheus text format.
 
+use std::time::Duration;
+
 use raftchat_tests::client;
 use raftchat_tests::Cluster;
 use raftchat_tests::Opts;
@@ -14,6 +16,7 @@ pub const NAMES: &[&str] = &[
     "raftchat_raft_applied_index",
     "raftchat_raft_replication_lag_entries",
     "raftchat_raft_leader_changes_total",
+    "raftchat_raft_proposals_total",
     "raftchat_wal_fsync_duration_seconds_count",
     "raftchat_wal_entries_per_fsync_count",
     "raftchat_snapshot_build_duration_seconds_count",
@@ -49,5 +52,19 @@ async fn metrics_names_are_present() -> anyhow::Result<()> {
         assert!(all.lines().any(|l| l.starts_with(name)), "metric {name} missing");
     }
     assert!(all.contains("raftchat_raft_has_leader{group=\"1\"} 1"));
+    // The leader of the chat's group counted the two commands it proposed (sampled every 250 ms).
+    raftchat_tests::eventually(Duration::from_secs(10), "proposals counted", || async {
+        let mut total = 0.0;
+        for id in c.ids() {
+            let text = c.http.get(format!("{}/metrics", c.url(id))).send().await.ok()?.text().await.ok()?;
+            total += text
+                .lines()
+                .filter(|l| l.starts_with("raftchat_raft_proposals_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        (total >= 2.0).then_some(())
+    })
+    .await?;
     Ok(())
 }
