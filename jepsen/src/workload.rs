@@ -140,20 +140,14 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
             };
             rec.record(ev("invoke", json!({ "msg_id": s.msg_id, "attempt": s.attempt })));
             let out = client.send(&base, s.chat, &s.msg_id).await;
-            match &out {
-                Outcome::Ok(v) => {
-                    rec.record(ev("ok", v.clone()));
+            match finish(&rec, &ev, out, &mut avoid[node as usize - 1]) {
+                Done::Ok(_) => {
                     if s.attempt == 1 || !acked.iter().any(|(_, m)| *m == s.msg_id) {
                         acked.push((s.chat, s.msg_id.clone()));
                     }
                 }
-                Outcome::Fail(e) => {
-                    rec.record(ev("fail", json!({ "error": e })));
-                    avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
-                }
-                Outcome::Info(e) => {
-                    rec.record(ev("info", json!({ "error": e })));
-                    avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
+                Done::Failed => {}
+                Done::Unknown => {
                     process += o.workers as u64;
                     if s.attempt < ATTEMPTS_MAX {
                         owed = Some(Owed { attempt: s.attempt + 1, ..s });
@@ -178,20 +172,39 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
             value,
         };
         rec.record(ev("invoke", json!({ "from": from, "mode": mode })));
-        match client.read(&base, setup.chats[chat_ix], from, mode).await {
-            Outcome::Ok(v) => {
-                heads[chat_ix] = heads[chat_ix].max(v["head"].as_u64().unwrap_or(0));
-                rec.record(ev("ok", v));
-            }
-            Outcome::Fail(e) => {
-                rec.record(ev("fail", json!({ "error": e })));
-                avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
-            }
-            Outcome::Info(e) => {
-                rec.record(ev("info", json!({ "error": e })));
-                avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
-                process += o.workers as u64;
-            }
+        let out = client.read(&base, setup.chats[chat_ix], from, mode).await;
+        match finish(&rec, &ev, out, &mut avoid[node as usize - 1]) {
+            Done::Ok(v) => heads[chat_ix] = heads[chat_ix].max(v["head"].as_u64().unwrap_or(0)),
+            Done::Failed => {}
+            Done::Unknown => process += o.workers as u64,
+        }
+    }
+}
+
+/// How an operation ended, once recorded.
+enum Done {
+    Ok(Value),
+    Failed,
+    Unknown,
+}
+
+/// Records the completion of the operation `ev` describes. After a failure or an unknown
+/// outcome the worker avoids that gateway for a while, like a real client.
+fn finish<'a>(rec: &Recorder, ev: &dyn Fn(&'static str, Value) -> Ev<'a>, out: Outcome, avoid: &mut Instant) -> Done {
+    match out {
+        Outcome::Ok(v) => {
+            rec.record(ev("ok", v.clone()));
+            Done::Ok(v)
+        }
+        Outcome::Fail(e) => {
+            rec.record(ev("fail", json!({ "error": e })));
+            *avoid = Instant::now() + AVOID_FOR;
+            Done::Failed
+        }
+        Outcome::Info(e) => {
+            rec.record(ev("info", json!({ "error": e })));
+            *avoid = Instant::now() + AVOID_FOR;
+            Done::Unknown
         }
     }
 }

@@ -179,10 +179,14 @@ impl LazyFs {
         self.lock().handles.get(&fh.0).map(|(_, f)| f.clone()).ok_or(Errno::EBADF)
     }
 
-    /// Writes the overlay of `ino` to its backing file and fsyncs it.
+    /// Writes the overlay of `ino` to its backing file and fsyncs it. The handle fsync came
+    /// through may be read-only (fsync on any descriptor syncs the file), so the overlay goes
+    /// through a writable one.
     fn sync(&self, ino: u64, file: &File) -> Result<(), Errno> {
         let overlay = self.lock().overlays.remove(&ino);
         if let Some(o) = overlay {
+            let rel = self.path_of(INodeNo(ino))?;
+            let file = std::fs::OpenOptions::new().write(true).open(self.real(&rel)).map_err(io_err)?;
             if let Some(t) = o.truncated_to {
                 file.set_len(t).map_err(io_err)?;
             }
@@ -192,6 +196,7 @@ impl LazyFs {
             for (off, data) in o.extents() {
                 file.write_all_at(data, *off).map_err(io_err)?;
             }
+            file.sync_all().map_err(io_err)?;
         }
         file.sync_all().map_err(io_err)
     }
@@ -522,6 +527,11 @@ mod tests {
         std::fs::File::open(at.join("d/c")).unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "durable");
         assert_eq!(std::fs::read(at.join("b")).unwrap(), b"");
+        // fsync through a read-only descriptor syncs too (sled's files are synced that way).
+        std::fs::write(at.join("r"), b"synced read-only").unwrap();
+        std::fs::File::open(at.join("r")).unwrap().sync_all().unwrap();
+        m.fs.clear();
+        assert_eq!(std::fs::read(at.join("r")).unwrap(), b"synced read-only");
         // A truncation is data too: lost unless synced.
         let f = std::fs::OpenOptions::new().write(true).open(at.join("d/c")).unwrap();
         f.set_len(3).unwrap();
