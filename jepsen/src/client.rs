@@ -149,3 +149,72 @@ pub async fn dump(
         }
     }
 }
+
+/// Error codes of the chat API that mean the request surely had no effect (refused before any
+/// write); anything else (`outcome_unknown`, `internal`, ...) leaves the outcome unknown.
+const DEFINITE: [&str; 12] = [
+    "unavailable",
+    "bad_request",
+    "bad_frame",
+    "too_large",
+    "not_member",
+    "unknown_chat",
+    "rate_limited",
+    "overloaded",
+    "unauthorized",
+    "forbidden",
+    "invalid",
+    "exists",
+];
+
+/// A user's WebSocket for sends: one frame out, then its `ack` (or `error`) back.
+pub struct WsSender {
+    ws: raftchat_tests::chat::Ws,
+    pub node: u64,
+}
+
+impl WsSender {
+    pub async fn connect(base: &str, node: u64, session: &raftchat_tests::chat::Session) -> Option<WsSender> {
+        let connect = raftchat_tests::chat::Ws::connect(base, session, false);
+        let ws = tokio::time::timeout(Duration::from_secs(3), connect).await.ok()?.ok()?;
+        Some(WsSender { ws, node })
+    }
+
+    /// Sends a message frame and waits up to `timeout` for its answer; the flag says whether the
+    /// connection is still worth using (false: the caller reconnects).
+    pub async fn send(&mut self, chat: Uuid, msg_id: &str, timeout: Duration) -> (Outcome, bool) {
+        let frame =
+            json!({ "type": "message", "chatId": chat, "text": format!("body of {msg_id}"), "clientMsgId": msg_id });
+        if self.ws.send(frame).await.is_err() {
+            // Never written: the frame surely did not reach the server.
+            return (Outcome::Fail("websocket closed before sending".into()), false);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(f) = self.ws.next(left).await else {
+                // Either way the connection is given up: a later answer can no longer count.
+                let timed_out = tokio::time::Instant::now() >= deadline;
+                return (Outcome::Info(if timed_out { "timeout".into() } else { "websocket closed".into() }), false);
+            };
+            match f["type"].as_str() {
+                Some("ack") if f["clientMsgId"] == msg_id => {
+                    return match f["seq"].as_u64() {
+                        Some(seq) => (Outcome::Ok(json!({ "seq": seq })), true),
+                        None => (Outcome::Info(format!("ack without seq: {f}")), true),
+                    };
+                }
+                Some("error") if f["reference"] == msg_id => {
+                    let code = f["code"].as_str().unwrap_or("");
+                    let what = format!("{code}: {}", f["message"].as_str().unwrap_or(""));
+                    return if DEFINITE.contains(&code) {
+                        (Outcome::Fail(what), true)
+                    } else {
+                        (Outcome::Info(what), true)
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+}

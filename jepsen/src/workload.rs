@@ -1,7 +1,8 @@
 //! The workload: users in group chats, workers that send and read, subscriptions that record
 //! deliveries, and the final reads after the faults heal.
 //!
-//! Each worker is a client session: it sends messages with unique client ids (`w3-17`), retries
+//! Each worker is a client session (odd ones send over a WebSocket, even ones over REST): it
+//! sends messages with unique client ids (`w3-17`), retries
 //! a send whose outcome it does not know with the same id (as a real client must), now and then
 //! re-sends a message it already saw acknowledged (a client whose ack got lost: idempotency must
 //! return the same seq), and reads windows of a chat, linearizable or local. After an `info`
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use crate::client::Client;
 use crate::client::Outcome;
+use crate::client::WsSender;
 use crate::db::Db;
 use crate::recorder::Ev;
 use crate::recorder::Recorder;
@@ -95,6 +97,7 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
     let mut acked: Vec<(Uuid, String)> = Vec::new();
     let mut heads: Vec<u64> = vec![0; setup.chats.len()];
     let mut avoid: Vec<Instant> = vec![Instant::now(); db.opts.nodes as usize];
+    let mut ws: Option<WsSender> = None;
     let interval = Duration::from_secs_f64(o.workers as f64 / o.rate.max(0.1));
     let mut next_at = Instant::now() + interval.mul_f64(rand::thread_rng().gen::<f64>());
     while Instant::now() < until {
@@ -128,6 +131,21 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
             None => None,
         };
         if let Some(s) = send {
+            // Odd workers send over a WebSocket (kept to one gateway until it fails), even ones
+            // over REST: both paths must keep the same promises.
+            let via_ws = w % 2 == 1;
+            if via_ws && ws.as_ref().is_none_or(|c| avoid[c.node as usize - 1] > Instant::now()) {
+                ws = WsSender::connect(&base, node, &setup.sessions[w]).await;
+                if ws.is_none() {
+                    avoid[node as usize - 1] = Instant::now() + AVOID_FOR;
+                    owed = Some(s);
+                    continue;
+                }
+            }
+            let nname = match &ws {
+                Some(c) if via_ws => crate::db::name(c.node),
+                _ => nname.clone(),
+            };
             let chat = s.chat.to_string();
             let ev = |kind: &'static str, value: Value| Ev {
                 process: json!(process),
@@ -138,9 +156,20 @@ pub async fn worker(w: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recorder>
                 node: Some(&nname),
                 value,
             };
-            rec.record(ev("invoke", json!({ "msg_id": s.msg_id, "attempt": s.attempt })));
-            let out = client.send(&base, s.chat, &s.msg_id).await;
-            match finish(&rec, &ev, out, &mut avoid[node as usize - 1]) {
+            let via = if via_ws { "ws" } else { "rest" };
+            rec.record(ev("invoke", json!({ "msg_id": s.msg_id, "attempt": s.attempt, "via": via })));
+            let (out, gateway) = match ws.as_mut().filter(|_| via_ws) {
+                Some(c) => {
+                    let (out, usable) = c.send(s.chat, &s.msg_id, o.op_timeout).await;
+                    let at = c.node;
+                    if !usable {
+                        ws = None;
+                    }
+                    (out, at)
+                }
+                None => (client.send(&base, s.chat, &s.msg_id).await, node),
+            };
+            match finish(&rec, &ev, out, &mut avoid[gateway as usize - 1]) {
                 Done::Ok(_) => {
                     if s.attempt == 1 || !acked.iter().any(|(_, m)| *m == s.msg_id) {
                         acked.push((s.chat, s.msg_id.clone()));
