@@ -18,16 +18,6 @@ pub enum Outcome {
     Info(String),
 }
 
-impl Outcome {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Outcome::Ok(_) => "ok",
-            Outcome::Fail(_) => "fail",
-            Outcome::Info(_) => "info",
-        }
-    }
-}
-
 /// A user's HTTP client with the harness's timeouts.
 #[derive(Clone)]
 pub struct Client {

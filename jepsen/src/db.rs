@@ -178,10 +178,6 @@ impl Db {
         lock(&self.node(id).child).is_some()
     }
 
-    pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.node(id).data_dir.clone()
-    }
-
     /// Runs the node with `LD_PRELOAD=lib FAKETIME=spec` from its next start on (None: real time).
     pub fn set_clock(&self, id: u64, clock: Option<(PathBuf, String)>) {
         *lock(&self.node(id).clock) = clock;

@@ -120,7 +120,7 @@ impl Node {
             LeadershipOp::Yield { group, .. } | LeadershipOp::Resume { group } => *group,
         };
         match self.pool().call(node, group, RpcRequest::Leadership(op), Duration::from_secs(5)).await {
-            Ok(RpcResponse::Membership(r)) => r,
+            Ok(RpcResponse::Changed(r)) => r,
             Ok(RpcResponse::GroupNotHosted) => Err(AppError::GroupNotHosted),
             Ok(_) => Err(AppError::Unknown("unexpected response".into())),
             Err(e) => Err(AppError::Unavailable(format!("node {node}: {e}"))),

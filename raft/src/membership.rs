@@ -41,7 +41,7 @@ pub enum MembershipChange {
 /// How long a membership change may take: a learner may need a whole snapshot.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn map_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> AppError {
+fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> AppError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => AppError::NotLeader { leader: f.leader_id },
         other => AppError::Unknown(other.to_string()),
@@ -70,7 +70,7 @@ impl Node {
         match change {
             MembershipChange::AddLearner { id, addr } => {
                 self.pool().learn(id, &addr);
-                g.raft.add_learner(id, BasicNode { addr }, true).await.map_err(map_err)?;
+                g.raft.add_learner(id, BasicNode { addr }, true).await.map_err(write_err)?;
                 Ok(())
             }
             MembershipChange::SetVoters { voters } => {
@@ -83,11 +83,11 @@ impl Node {
                         .map(|i| i.raft_addr.clone())
                         .ok_or_else(|| AppError::Unavailable(format!("node {v} is not in the cluster layout")))?;
                     self.pool().learn(*v, &addr);
-                    g.raft.add_learner(*v, BasicNode { addr }, true).await.map_err(map_err)?;
+                    g.raft.add_learner(*v, BasicNode { addr }, true).await.map_err(write_err)?;
                 }
                 let set: BTreeSet<NodeId> = voters.into_iter().collect();
                 if set != current {
-                    g.raft.change_membership(set, false).await.map_err(map_err)?;
+                    g.raft.change_membership(set, false).await.map_err(write_err)?;
                 }
                 Ok(())
             }
@@ -96,7 +96,7 @@ impl Node {
                 let present: BTreeSet<NodeId> =
                     ids.into_iter().filter(|i| voters.contains(i) || learners.contains(i)).collect();
                 if !present.is_empty() {
-                    g.raft.change_membership(ChangeMembers::RemoveNodes(present), false).await.map_err(map_err)?;
+                    g.raft.change_membership(ChangeMembers::RemoveNodes(present), false).await.map_err(write_err)?;
                 }
                 Ok(())
             }
@@ -127,7 +127,7 @@ impl Node {
                 }
             } else {
                 match self.pool().call(t, g, RpcRequest::Membership(change.clone()), left).await {
-                    Ok(RpcResponse::Membership(r)) => r,
+                    Ok(RpcResponse::Changed(r)) => r,
                     Ok(RpcResponse::GroupNotHosted) => Err(AppError::GroupNotHosted),
                     Ok(_) => Err(AppError::Unknown("unexpected response".into())),
                     Err(e) => Err(AppError::Unavailable(format!("node {t}: {e}"))),

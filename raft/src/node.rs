@@ -461,8 +461,8 @@ impl Node {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
             }
             RpcRequest::App { .. } => RpcResponse::App(Vec::new()),
-            RpcRequest::Membership(change) => RpcResponse::Membership(self.change_membership_local(&g, change).await),
-            RpcRequest::Leadership(op) => RpcResponse::Membership(self.leadership_local(op).await),
+            RpcRequest::Membership(change) => RpcResponse::Changed(self.change_membership_local(&g, change).await),
+            RpcRequest::Leadership(op) => RpcResponse::Changed(self.leadership_local(op).await),
             RpcRequest::PollEvents { epoch, after, wait_ms } => {
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(10_000)));
                 RpcResponse::Events(self.inner.events.poll(group, epoch, after, wait).await)

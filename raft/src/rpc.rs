@@ -67,7 +67,8 @@ pub enum RpcResponse {
     App(Vec<u8>),
     /// The receiving node has no replica of that group.
     GroupNotHosted,
-    Membership(Result<(), AppError>),
+    /// The answer to a `Membership` or `Leadership` request.
+    Changed(Result<(), AppError>),
 }
 
 /// Why client work routed to a group did not complete.
