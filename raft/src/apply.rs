@@ -7,6 +7,7 @@
 use raftchat_storage::chat_store::ChatHeader;
 use raftchat_storage::chat_store::Member;
 use raftchat_storage::chat_store::MessageRecord;
+use raftchat_storage::chat_store::RestoreRecord;
 use raftchat_storage::chat_store::Role;
 use raftchat_storage::chat_store::StateWriter;
 use raftchat_storage::unsafe_knobs;
@@ -146,7 +147,35 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 key.starts_with(NOTIFY_KEY_PREFIX).then(|| Applied::Key { key: key.clone(), present: value.is_some() });
             Ok((CommandOutcome::Put, event))
         }
+        ChatCommand::Restore { records, require_empty } => restore(w, records, *require_empty),
     }
+}
+
+/// Writes a backed-up group's records; all or nothing when one is invalid.
+fn restore(
+    w: &mut StateWriter,
+    records: &[(Vec<u8>, Vec<u8>)],
+    require_empty: bool,
+) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
+    if require_empty && !w.is_empty()? {
+        return reject(Rejection::Invalid("the group already holds data; restore only into a fresh cluster".into()));
+    }
+    let mut parsed = Vec::with_capacity(records.len());
+    for (k, v) in records {
+        match RestoreRecord::parse(k, v) {
+            Ok(r) => parsed.push(r),
+            Err(why) => return reject(Rejection::Invalid(format!("restore: {why}"))),
+        }
+    }
+    let (mut written, mut present) = (0u32, 0u32);
+    for r in parsed {
+        if w.restore_record(r)? {
+            written += 1;
+        } else {
+            present += 1;
+        }
+    }
+    Ok((CommandOutcome::Restored { written, present }, None))
 }
 
 /// Appends a message at the chat's next seq (at `forced_seq` only under the `seq_at_gateway` knob).

@@ -39,6 +39,10 @@ pub enum ChatCommand {
     Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
     /// Sets or clears a replicated key (accounts and other small records).
     Put { key: Vec<u8>, value: Option<Vec<u8>>, only_if_absent: bool },
+    /// Writes records of a backed-up group (`raftchat admin restore`), each unless its key is
+    /// present. With `require_empty`, refused unless the group holds nothing yet (the check a
+    /// restore makes before it writes anything).
+    Restore { records: Vec<(Vec<u8>, Vec<u8>)>, require_empty: bool },
     /// An `Append` at a seq the gateway chose: the `seq_at_gateway` negative control. Last, so
     /// that it shifts no other variant's encoding.
     #[cfg(feature = "unsafe-knobs")]
@@ -54,7 +58,7 @@ impl ChatCommand {
             | ChatCommand::RemoveMember { chat, .. }
             | ChatCommand::Append { chat, .. }
             | ChatCommand::Receipt { chat, .. } => Some(*chat),
-            ChatCommand::Put { .. } => None,
+            ChatCommand::Put { .. } | ChatCommand::Restore { .. } => None,
             #[cfg(feature = "unsafe-knobs")]
             ChatCommand::AppendAt { append, .. } => append.chat(),
         }
@@ -85,5 +89,6 @@ pub enum CommandOutcome {
     MembersChanged { chat: ChatId, member_count: u32 },
     Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
     Put,
+    Restored { written: u32, present: u32 },
     Rejected(Rejection),
 }

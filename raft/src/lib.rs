@@ -15,6 +15,7 @@
 //! - [`node`]: a node hosting the meta group and its data groups; bootstrap; inbound RPCs.
 //! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
+//! - [`backup`]: online backups: a group's snapshot covering a linearizable read point.
 //!
 //! Data flows one way: `router` -> `batcher` -> openraft -> `storage` (log) -> `network` ->
 //! quorum commit -> `state_machine` -> `apply` -> `storage` (state) -> events to listeners.
@@ -23,6 +24,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod backup;
 pub mod batcher;
 pub mod command;
 pub mod config;

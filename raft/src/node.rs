@@ -234,10 +234,15 @@ impl Node {
         self.inner.engine.stats()
     }
 
+    /// The directory holding every group's snapshot directory (`g<group>/current.snap`).
+    pub fn snapshot_root(&self) -> std::path::PathBuf {
+        self.inner.config.data_dir.join("snapshots")
+    }
+
     /// Storage of one hosted group: bytes of its unpurged log entries, and of its current
     /// snapshot file (the size of its state when the snapshot was taken).
     pub fn group_bytes(&self, g: GroupId) -> (u64, u64) {
-        let snap = self.inner.config.data_dir.join("snapshots").join(format!("g{g}")).join("current.snap");
+        let snap = self.snapshot_root().join(format!("g{g}")).join("current.snap");
         (self.inner.engine.group_bytes(g), std::fs::metadata(snap).map_or(0, |m| m.len()))
     }
 

@@ -4,6 +4,9 @@
 //! - `status`: nodes (up/down, address), per group replicas, leader, term, applied index per
 //!   replica, replication lag, and the cluster's fault tolerance ("can lose 1 node").
 //! - `members add|remove`, `rebalance`, `drain`, `transfer-leader`: see [`crate::admin_members`].
+//! - `backup`, `restore`: see [`crate::admin_backup`].
+//!
+//! With `--token` (or `RAFTCHAT_ADMIN_TOKEN`), every call carries the nodes' admin token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +22,9 @@ pub struct AdminArgs {
     /// Output format: table or json.
     #[arg(long, default_value = "table")]
     output: String,
+    /// The nodes' admin token (their --admin-token), sent as `Authorization: Bearer`.
+    #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -42,33 +48,63 @@ enum Verb {
     },
     /// Make a node the leader of a group.
     TransferLeader { group: u32, node: u64 },
+    /// Write an online backup of every data group to FILE (consistent per group).
+    Backup {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Load a backup into a fresh cluster with the same number of data groups.
+    Restore {
+        #[arg(long = "in")]
+        input: std::path::PathBuf,
+        /// Write into groups that hold data already (resuming a restore that stopped half-way);
+        /// records whose keys exist are left as they are.
+        #[arg(long)]
+        resume: bool,
+    },
+}
+
+/// Where and how the admin CLI talks to the cluster.
+pub struct Admin {
+    pub server: String,
+    pub token: Option<String>,
+    pub json: bool,
+}
+
+impl Admin {
+    /// An HTTP client that sends the admin token with every request.
+    pub fn client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = &self.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .context("the admin token must be printable ASCII")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(reqwest::Client::builder().timeout(timeout).default_headers(headers).build()?)
+    }
 }
 
 pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.output == "table" || args.output == "json", "--output must be table or json");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let a =
+        Admin { server: args.server.trim_end_matches('/').to_string(), token: args.token, json: args.output == "json" };
+    let http = a.client(Duration::from_secs(3))?;
     match args.verb {
         Verb::Status => {
-            let report = status(&http, args.server.trim_end_matches('/')).await?;
+            let report = status(&http, &a.server).await?;
             if args.output == "json" {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_table(&report);
             }
         }
-        Verb::Members { verb } => {
-            crate::admin_members::members(args.server.trim_end_matches('/'), verb, args.output == "json").await?
-        }
-        Verb::Rebalance => {
-            crate::admin_members::rebalance(args.server.trim_end_matches('/'), args.output == "json").await?
-        }
-        Verb::Drain { node, off } => {
-            crate::admin_members::drain(args.server.trim_end_matches('/'), node, !off, args.output == "json").await?
-        }
-        Verb::TransferLeader { group, node } => {
-            crate::admin_members::transfer_leader(args.server.trim_end_matches('/'), group, node, args.output == "json")
-                .await?
-        }
+        Verb::Members { verb } => crate::admin_members::members(&a, verb).await?,
+        Verb::Rebalance => crate::admin_members::rebalance(&a).await?,
+        Verb::Drain { node, off } => crate::admin_members::drain(&a, node, !off).await?,
+        Verb::TransferLeader { group, node } => crate::admin_members::transfer_leader(&a, group, node).await?,
+        Verb::Backup { out } => crate::admin_backup::backup(&a, &out).await?,
+        Verb::Restore { input, resume } => crate::admin_backup::restore(&a, &input, resume).await?,
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ use anyhow::Context;
 use serde_json::json;
 use serde_json::Value;
 
+use crate::admin::Admin;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum MembersVerb {
     /// Adds a started, empty node: it joins as a learner, then as a member. Follow with
@@ -30,7 +32,7 @@ pub enum MembersVerb {
 }
 
 /// Calls the admin API; an error answer becomes an error with the server's message.
-async fn call(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+pub(crate) async fn call(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
     let r = req.send().await.with_context(|| what.to_string())?;
     let status = r.status();
     let v: Value = r.json().await.unwrap_or(Value::Null);
@@ -41,13 +43,11 @@ async fn call(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value>
     Ok(v)
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    // A move may wait for a new replica to copy a whole group.
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?)
-}
+/// A move may wait for a new replica to copy a whole group.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub async fn members(server: &str, verb: MembersVerb, json_out: bool) -> anyhow::Result<()> {
-    let http = client()?;
+pub async fn members(a: &Admin, verb: MembersVerb) -> anyhow::Result<()> {
+    let (server, json_out, http) = (a.server.as_str(), a.json, a.client(MOVE_TIMEOUT)?);
     match verb {
         MembersVerb::Add { id, raft_addr, api_addr } => {
             let body = json!({ "id": id, "raftAddr": raft_addr, "apiAddr": api_addr });
@@ -75,8 +75,8 @@ pub async fn members(server: &str, verb: MembersVerb, json_out: bool) -> anyhow:
     }
 }
 
-pub async fn rebalance(server: &str, json_out: bool) -> anyhow::Result<()> {
-    let http = client()?;
+pub async fn rebalance(a: &Admin) -> anyhow::Result<()> {
+    let (server, json_out, http) = (a.server.as_str(), a.json, a.client(MOVE_TIMEOUT)?);
     run_moves(&http, server, None, json_out).await?;
     balance_leaders(&http, server, json_out).await
 }
@@ -213,7 +213,7 @@ async fn run_moves(http: &reqwest::Client, server: &str, exclude: Option<u64>, j
 
 /// The client URL of node `id`, from the cluster layout.
 async fn node_url(server: &str, id: u64) -> anyhow::Result<String> {
-    let http = client()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let cluster = call(http.get(format!("{server}/internal/v1/cluster")), "reading the cluster").await?;
     let addr = cluster["nodes"]
         .as_array()
@@ -225,9 +225,9 @@ async fn node_url(server: &str, id: u64) -> anyhow::Result<String> {
     Ok(if addr.starts_with("http") { addr } else { format!("http://{addr}") })
 }
 
-pub async fn drain(server: &str, node: u64, on: bool, json_out: bool) -> anyhow::Result<()> {
-    let url = node_url(server, node).await?;
-    let http = client()?;
+pub async fn drain(a: &Admin, node: u64, on: bool) -> anyhow::Result<()> {
+    let (json_out, http) = (a.json, a.client(MOVE_TIMEOUT)?);
+    let url = node_url(&a.server, node).await?;
     let req = http.post(format!("{url}/internal/v1/admin/drain")).json(&json!({ "on": on }));
     let v = call(req, &format!("draining node {node}")).await?;
     if json_out {
@@ -240,8 +240,8 @@ pub async fn drain(server: &str, node: u64, on: bool, json_out: bool) -> anyhow:
     Ok(())
 }
 
-pub async fn transfer_leader(server: &str, group: u32, node: u64, json_out: bool) -> anyhow::Result<()> {
-    let http = client()?;
+pub async fn transfer_leader(a: &Admin, group: u32, node: u64) -> anyhow::Result<()> {
+    let (server, json_out, http) = (a.server.as_str(), a.json, a.client(MOVE_TIMEOUT)?);
     let req =
         http.post(format!("{server}/internal/v1/admin/transfer-leader")).json(&json!({ "group": group, "to": node }));
     let v = call(req, &format!("moving leadership of group {group} to node {node}")).await?;

@@ -96,6 +96,10 @@ pub struct NodeArgs {
     #[arg(long, env = "RAFTCHAT_INTERNAL_API")]
     #[serde(default)]
     pub internal_api: bool,
+    /// Serve the admin API (`raftchat admin`) to requests carrying this token as
+    /// `Authorization: Bearer <token>`. Without it, the admin API is served only with --internal-api.
+    #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -138,6 +142,7 @@ pub struct NodeConfig {
     pub away_secs: u64,
     pub failure_detect_ms: u64,
     pub internal_api: bool,
+    pub admin_token: Option<String>,
     /// Deliberate bugs to enable (see `raftchat_storage::unsafe_knobs`).
     pub unsafe_knobs: Vec<Knob>,
 }
@@ -162,7 +167,8 @@ impl NodeArgs {
             snapshot_every,
             logs_kept,
             max_text_bytes,
-            log_format
+            log_format,
+            admin_token
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
@@ -208,6 +214,13 @@ impl NodeArgs {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!("log format must be text or json, not {log_format:?}")));
         }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid(
+                    "the admin token must be at least 16 printable ASCII characters without spaces".into(),
+                ));
+            }
+        }
         Ok(NodeConfig {
             core,
             listen,
@@ -222,6 +235,7 @@ impl NodeArgs {
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
             internal_api: self.internal_api,
+            admin_token: self.admin_token,
             unsafe_knobs: knobs(&self.unsafe_knobs, self.i_know_this_is_unsafe)?,
         })
     }

@@ -15,6 +15,7 @@
 //! - [`auth`]: password hashes and session tokens.
 
 mod admin;
+mod admin_backup;
 mod admin_members;
 mod api;
 mod auth;

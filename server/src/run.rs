@@ -104,7 +104,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         timing,
         metrics,
     };
-    let app = http::routes(state, cfg.internal_api);
+    let app = http::routes(state, cfg.internal_api, cfg.admin_token.clone());
     let mut sd = shutdown.clone();
     let server = tokio::spawn(async move {
         // Chat frames are small and latency-bound: no Nagle delay on client sockets.

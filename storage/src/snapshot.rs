@@ -189,37 +189,15 @@ pub fn install(state: &GroupState, dir: &SnapshotDir, src: &mut File, publish: b
     } else {
         None
     };
-    let mut r = BufReader::with_capacity(256 * 1024, src);
-    let meta = read_header(&mut r, &src_path)?;
+    let mut r = RecordReader::new(BufReader::with_capacity(256 * 1024, src), &src_path)?;
+    let meta = r.meta.clone();
     if let Some(c) = copy.as_mut() {
         c.header(&meta)?;
     }
     let (gen, tree) = state.begin_generation()?;
-    let corrupt = |reason: String| StorageError::Corrupt { path: src_path.clone(), reason };
-    let mut hasher = crc32fast::Hasher::new();
-    let mut count = 0u64;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    loop {
-        let klen = read_u32(&mut r, &src_path)?;
-        if klen == TRAILER_MARK {
-            let n = read_u64(&mut r, &src_path)?;
-            let crc = read_u32(&mut r, &src_path)?;
-            if n != count || crc != hasher.clone().finalize() {
-                return Err(corrupt(format!("snapshot trailer mismatch: {n} records, expected {count}")));
-            }
-            break;
-        }
-        let vlen = read_u32(&mut r, &src_path)?;
-        if klen > FIELD_LEN_MAX || vlen > FIELD_LEN_MAX {
-            return Err(corrupt(format!("snapshot record too large ({klen}, {vlen})")));
-        }
-        let mut k = vec![0u8; klen as usize];
-        let mut v = vec![0u8; vlen as usize];
-        r.read_exact(&mut k).map_err(|e| StorageError::io(&src_path, e))?;
-        r.read_exact(&mut v).map_err(|e| StorageError::io(&src_path, e))?;
-        hash_record(&mut hasher, &k, &v);
-        count += 1;
+    while let Some((k, v)) = r.next_record()? {
         if let Some(c) = copy.as_mut() {
             c.record(&k, &v)?;
         }
@@ -255,6 +233,73 @@ pub fn restore_if_behind(state: &GroupState, dir: &SnapshotDir) -> Result<bool, 
     let mut f = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
     install(state, dir, &mut f, false)?;
     Ok(true)
+}
+
+/// Opens a group's current snapshot file under `root` (the node's `snapshots/` directory) with
+/// its metadata, positioned at the start. The handle stays valid when a newer snapshot replaces
+/// the file. Unlike [`SnapshotDir::open`], this touches nothing in the directory.
+pub fn open_current(root: &Path, group: u32) -> Result<Option<(File, Meta)>, StorageError> {
+    let path = root.join(format!("g{group}")).join("current.snap");
+    let mut f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(&path, e)),
+    };
+    let meta = read_header(&mut BufReader::new(&mut f), &path)?;
+    f.seek(SeekFrom::Start(0)).map_err(|e| StorageError::io(&path, e))?;
+    Ok(Some((f, meta)))
+}
+
+/// One raw (key, value) pair of a snapshot stream.
+pub type RawRecord = (Vec<u8>, Vec<u8>);
+
+/// Reads a snapshot stream record by record; the trailer's count and CRC are checked when the
+/// last record has been read, so a caller must read to the end before trusting the records.
+pub struct RecordReader<R: Read> {
+    r: R,
+    path: PathBuf,
+    hasher: crc32fast::Hasher,
+    count: u64,
+    done: bool,
+    pub meta: Meta,
+}
+
+impl<R: Read> RecordReader<R> {
+    /// Reads and checks the header. `path` only names the source in errors.
+    pub fn new(mut r: R, path: &Path) -> Result<Self, StorageError> {
+        let meta = read_header(&mut r, path)?;
+        Ok(RecordReader { r, path: path.to_path_buf(), hasher: crc32fast::Hasher::new(), count: 0, done: false, meta })
+    }
+
+    /// The next (key, value), or `None` after a trailer that matched everything read.
+    pub fn next_record(&mut self) -> Result<Option<RawRecord>, StorageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let path = &self.path;
+        let corrupt = |reason: String| StorageError::Corrupt { path: path.clone(), reason };
+        let klen = read_u32(&mut self.r, path)?;
+        if klen == TRAILER_MARK {
+            let n = read_u64(&mut self.r, path)?;
+            let crc = read_u32(&mut self.r, path)?;
+            if n != self.count || crc != self.hasher.clone().finalize() {
+                return Err(corrupt(format!("snapshot trailer mismatch: {n} records, read {}", self.count)));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        let vlen = read_u32(&mut self.r, path)?;
+        if klen > FIELD_LEN_MAX || vlen > FIELD_LEN_MAX {
+            return Err(corrupt(format!("snapshot record too large ({klen}, {vlen})")));
+        }
+        let mut k = vec![0u8; klen as usize];
+        let mut v = vec![0u8; vlen as usize];
+        self.r.read_exact(&mut k).map_err(|e| StorageError::io(path, e))?;
+        self.r.read_exact(&mut v).map_err(|e| StorageError::io(path, e))?;
+        hash_record(&mut self.hasher, &k, &v);
+        self.count += 1;
+        Ok(Some((k, v)))
+    }
 }
 
 fn hash_record(h: &mut crc32fast::Hasher, k: &[u8], v: &[u8]) {

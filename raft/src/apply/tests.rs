@@ -135,3 +135,45 @@ fn same_commands_same_state() {
     let dump = |g: &GroupState| g.tree().iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
     assert_eq!(dump(&g1), dump(&g2));
 }
+
+/// Every raw pair of a group's tree except the applied state, as a backup carries them.
+fn records_of(g: &GroupState) -> Vec<(Vec<u8>, Vec<u8>)> {
+    g.tree()
+        .iter()
+        .map(|kv| kv.unwrap())
+        .filter(|(k, _)| k.as_ref() != raftchat_storage::chat_store::KEY_APPLIED)
+        .map(|(k, v)| (k.to_vec(), v.to_vec()))
+        .collect()
+}
+
+#[test]
+fn restore_copies_a_group_and_never_overwrites() {
+    let (_d, src) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    run(&src, &[create(chat, ChatKind::Direct, a, vec![b]), append(chat, a, "x"), append(chat, b, "y")]);
+    run(&src, &[ChatCommand::Put { key: b"user/alice".to_vec(), value: Some(b"1".to_vec()), only_if_absent: false }]);
+    let records = records_of(&src);
+
+    let (_d2, dst) = group();
+    let out = run(&dst, &[ChatCommand::Restore { records: records.clone(), require_empty: true }]);
+    assert_eq!(out, vec![CommandOutcome::Restored { written: records.len() as u32, present: 0 }]);
+    assert_eq!(records_of(&dst), records);
+    // The copy behaves like the original: the next seq follows, and a retry is deduplicated.
+    let out = run(&dst, &[append(chat, a, "x"), append(chat, a, "z")]);
+    assert!(matches!(out[0], CommandOutcome::Appended { seq: 1, duplicate: true, .. }), "{out:?}");
+    assert!(matches!(out[1], CommandOutcome::Appended { seq: 3, duplicate: false, .. }), "{out:?}");
+
+    // Not empty any more: refused with require_empty; without it, nothing present is overwritten.
+    let out = run(&dst, &[ChatCommand::Restore { records: records.clone(), require_empty: true }]);
+    assert!(matches!(out[0], CommandOutcome::Rejected(Rejection::Invalid(_))), "{out:?}");
+    let out = run(&dst, &[ChatCommand::Restore { records: records.clone(), require_empty: false }]);
+    assert!(matches!(out[0], CommandOutcome::Restored { written: 0, .. }), "{out:?}");
+
+    // One undecodable record refuses the whole batch.
+    let (_d3, other) = group();
+    let mut bad = records.clone();
+    bad.push((vec![b'm'; 25], vec![1, 2, 3]));
+    let out = run(&other, &[ChatCommand::Restore { records: bad, require_empty: true }]);
+    assert!(matches!(out[0], CommandOutcome::Rejected(Rejection::Invalid(_))), "{out:?}");
+    assert!(records_of(&other).is_empty());
+}

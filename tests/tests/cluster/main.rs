@@ -2,6 +2,7 @@
 //! `cargo build --bin raftchat`). One module per scenario; they run one at a time.
 
 mod admin;
+mod backup;
 mod bad_data_dir;
 mod failover;
 mod idempotency;
