@@ -38,6 +38,8 @@ pub struct CoreConfig {
     pub write_timeout: Duration,
     pub wal_segment_bytes: u64,
     pub state_cache_bytes: u64,
+    /// Make this node the only voter of every group it holds (see [`crate::recovery`]).
+    pub force_new_cluster: bool,
 }
 
 impl CoreConfig {
@@ -62,6 +64,7 @@ impl CoreConfig {
             write_timeout: Duration::from_secs(10),
             wal_segment_bytes: raftchat_storage::wal::SEGMENT_BYTES_DEFAULT,
             state_cache_bytes: 256 * 1024 * 1024,
+            force_new_cluster: false,
         }
     }
 

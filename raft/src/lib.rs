@@ -15,6 +15,7 @@
 //! - [`node`]: a node hosting the meta group and its data groups; bootstrap; inbound RPCs.
 //! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
+//! - [`recovery`]: `--force-new-cluster`, when a majority is lost for good.
 //! - [`backup`]: online backups: a group's snapshot covering a linearizable read point.
 //!
 //! Data flows one way: `router` -> `batcher` -> openraft -> `storage` (log) -> `network` ->
@@ -35,6 +36,7 @@ pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod recovery;
 pub mod router;
 pub mod rpc;
 pub mod state_machine;

@@ -92,9 +92,10 @@ impl ClusterLayout {
         load
     }
 
-    /// The moves that spread replicas evenly over `nodes` (every node of the layout when
-    /// empty), each one replica at a time from the most to the least loaded node, leaving
-    /// `exclude` with none: `(group, new replicas)`, at most one entry per group. Deterministic.
+    /// The moves that give every group [`REPLICATION_FACTOR`] replicas and spread replicas
+    /// evenly over the layout's nodes, each one replica at a time from the most to the least
+    /// loaded node, leaving `exclude` with none: `(group, new replicas)`, at most one entry per
+    /// group. Deterministic.
     pub fn plan(&self, exclude: Option<NodeId>) -> Vec<(GroupId, Vec<NodeId>)> {
         let mut placement = self.placement.clone();
         let mut load = self.load();
@@ -103,6 +104,21 @@ impl ClusterLayout {
             return Vec::new();
         }
         let mut changed = std::collections::BTreeSet::new();
+        // First give under-replicated groups (after a forced recovery) their missing replicas.
+        if targets.len() >= REPLICATION_FACTOR {
+            for (i, r) in placement.iter_mut().enumerate() {
+                while r.len() < REPLICATION_FACTOR {
+                    let Some(to) = targets.iter().filter(|t| !r.contains(t)).min_by_key(|t| (load[t], **t)).copied()
+                    else {
+                        break;
+                    };
+                    r.push(to);
+                    r.sort_unstable();
+                    *load.entry(to).or_default() += 1;
+                    changed.insert(i);
+                }
+            }
+        }
         loop {
             // Take from the excluded node first, then from the most loaded one.
             let from = match exclude.filter(|x| load.get(x).copied().unwrap_or(0) > 0) {
@@ -154,6 +170,8 @@ pub enum MetaCommand {
     SetPlacement { group: GroupId, replicas: Vec<NodeId> },
     /// Removes a node that holds no replica any more (refused while one is placed on it).
     RemoveNode { id: NodeId },
+    /// `--force-new-cluster`: the layout keeps only node `id`, which holds every data group.
+    ForceSingleNode { id: NodeId, info: NodeInfo },
 }
 
 pub fn read_layout(bytes: &[u8]) -> Result<ClusterLayout, StorageError> {
@@ -176,6 +194,12 @@ pub fn apply(w: &mut StateWriter, cmd: &MetaCommand) -> Result<Option<ClusterLay
             if l.placement.iter().any(|r| r.contains(id)) || l.nodes.remove(id).is_none() {
                 return Ok(None);
             }
+            l.epoch += 1;
+            l
+        }
+        (MetaCommand::ForceSingleNode { id, info }, Some(mut l)) => {
+            l.nodes = BTreeMap::from([(*id, info.clone())]);
+            l.placement = vec![vec![*id]; l.data_groups as usize];
             l.epoch += 1;
             l
         }
@@ -252,6 +276,19 @@ mod tests {
         assert_eq!(load[&2], 0);
         let rest: Vec<usize> = load.iter().filter(|(n, _)| **n != 2).map(|(_, c)| *c).collect();
         assert!(rest.iter().max().unwrap() - rest.iter().min().unwrap() <= 1, "{load:?}");
+    }
+
+    #[test]
+    fn a_plan_restores_three_replicas_after_a_forced_recovery() {
+        let mut l = ClusterLayout::initial("c", nodes(1), 8);
+        assert!((1..=8).all(|g| l.replicas(g) == [1]));
+        assert!(l.plan(None).is_empty(), "one node cannot hold more than one replica of a group");
+        l.nodes.insert(4, NodeInfo { raft_addr: "r4".into(), api_addr: "a4".into() });
+        l.nodes.insert(5, NodeInfo { raft_addr: "r5".into(), api_addr: "a5".into() });
+        let plan = l.plan(None);
+        assert_eq!(plan.len(), 8);
+        apply_plan(&mut l, &plan);
+        assert!((1..=8).all(|g| l.replicas(g) == [1, 4, 5]), "{:?}", l.placement);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub struct NodeInner {
     groups: RwLock<HashMap<GroupId, Arc<GroupHandle>>>,
     layout_tx: watch::Sender<Option<ClusterLayout>>,
     events: Arc<EventLog>,
-    shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     app: std::sync::OnceLock<Arc<dyn AppHandler>>,
     pub(crate) leadership: crate::leadership::LeadershipState,
     snapshots: Arc<crate::state_machine::SnapshotObserver>,
@@ -127,6 +127,10 @@ impl Node {
         let bound =
             listener.local_addr().map_err(|e| RaftError::Listen { addr: config.raft_listen.clone(), source: e })?;
         let raft_addr = config.raft_advertise.clone().unwrap_or_else(|| bound.to_string());
+        if config.force_new_cluster {
+            crate::recovery::prepare(&config.data_dir, &engine, config.node_id, &raft_addr).await?;
+        }
+        let forcing = crate::recovery::force_state(&config.data_dir)? == crate::recovery::ForceState::Pending;
         let pristine = GroupLog::<crate::types::TypeConfig>::new(engine.clone(), META_GROUP).is_pristine();
         let me = LocalIdentity {
             cluster_id: config.cluster_id.clone(),
@@ -169,6 +173,10 @@ impl Node {
         }));
         let n = node.clone();
         tokio::spawn(async move { n.follow_layout().await });
+        if forcing {
+            let n = node.clone();
+            tokio::spawn(async move { n.finish_forced_recovery().await });
+        }
         Ok(node)
     }
 

@@ -142,6 +142,7 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
         let mut term = 0;
         let mut applied = BTreeMap::new();
         let mut bytes = 0u64;
+        let mut voter_ids: Vec<u64> = Vec::new();
         for (nid, st) in &node_status {
             let Some(st) = st else { continue };
             let Some(view) =
@@ -150,6 +151,9 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
                 continue;
             };
             term = term.max(view["term"].as_u64().unwrap_or(0));
+            if view["isLeader"] == true || voter_ids.is_empty() {
+                voter_ids = view["voters"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+            }
             if view["isLeader"] == true {
                 leader = Some(*nid);
             }
@@ -157,14 +161,15 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
             let here = view["logBytes"].as_u64().unwrap_or(0) + view["snapshotBytes"].as_u64().unwrap_or(0);
             bytes = bytes.max(here);
         }
-        let voters = if gid == 0 { applied.len().max(replicas.len()) } else { replicas.len() };
-        let alive = replicas.iter().filter(|r| up(**r)).count();
-        let quorum = voters / 2 + 1;
+        // Quorum counts voters (the leader's view; the layout's replicas when no one answered).
+        let voters: Vec<u64> = if voter_ids.is_empty() { replicas.clone() } else { voter_ids };
+        let alive = voters.iter().filter(|r| up(**r)).count();
+        let quorum = voters.len() / 2 + 1;
         min_spare = min_spare.min(alive as i64 - quorum as i64);
         let lag = applied.values().max().unwrap_or(&0) - applied.values().min().unwrap_or(&0);
         groups.push(serde_json::json!({
             "group": gid, "replicas": replicas, "leader": leader, "term": term,
-            "applied": applied, "lag": lag, "aliveReplicas": alive, "storageBytes": bytes,
+            "applied": applied, "lag": lag, "voters": voters, "aliveVoters": alive, "storageBytes": bytes,
         }));
     }
     let can_lose = min_spare.max(0);

@@ -112,6 +112,12 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip)]
     pub i_know_this_is_unsafe: bool,
+    /// Disaster recovery when a majority of nodes is lost for good: this node becomes the only
+    /// voter of every group it holds and the only node of the cluster. Once; see
+    /// docs/OPERATIONS.md ("Recovery runbook").
+    #[arg(long)]
+    #[serde(skip)]
+    pub force_new_cluster: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +212,7 @@ impl NodeArgs {
         if let Some(k) = self.logs_kept {
             core.logs_kept_after_snapshot = k;
         }
+        core.force_new_cluster = self.force_new_cluster;
         if let Some(b) = self.batches_in_flight {
             core.batches_in_flight_max = b.max(1);
         }

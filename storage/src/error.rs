@@ -33,11 +33,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io { path: path.into(), source }
     }
 
-    pub(crate) fn codec(what: &'static str, source: CodecError) -> Self {
+    pub fn codec(what: &'static str, source: CodecError) -> Self {
         StorageError::Codec { what, source }
     }
 }

@@ -138,6 +138,10 @@ impl Cluster {
     }
 
     fn spawn(&self, id: u64) -> anyhow::Result<()> {
+        self.spawn_with(id, &[])
+    }
+
+    fn spawn_with(&self, id: u64, extra: &[&str]) -> anyhow::Result<()> {
         let bin = match &self.opts.binary {
             Some(b) => b.clone(),
             None => binary()?,
@@ -156,6 +160,7 @@ impl Cluster {
             .args(["--data-groups", &opts.data_groups.to_string()])
             .args(["--snapshot-every", &opts.snapshot_every.to_string(), "--logs-kept", &opts.logs_kept.to_string()])
             .args(&opts.extra_args)
+            .args(extra)
             .env("RUST_LOG", std::env::var("RAFTCHAT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -230,6 +235,17 @@ impl Cluster {
     pub fn restart(&self, id: u64) -> anyhow::Result<()> {
         self.kill(id);
         self.spawn(id)
+    }
+
+    /// Restarts node `id` with more flags, for this start only.
+    pub fn restart_with(&self, id: u64, extra: &[&str]) -> anyhow::Result<()> {
+        self.kill(id);
+        self.spawn_with(id, extra)
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node(id).data_dir.clone()
     }
 
     /// The fault proxy in front of node `id` (clusters started with `proxied`).

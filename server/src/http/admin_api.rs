@@ -157,6 +157,15 @@ async fn add_member(
         l.nodes.contains_key(&id)
     })
     .await?;
+    // The meta group keeps three voters where it can (it has fewer after a forced recovery).
+    let (voters, _) = s.node.members(META_GROUP).unwrap_or_default();
+    if voters.len() < REPLICATION_FACTOR && !voters.contains(&id) {
+        let next: Vec<u64> = voters.into_iter().chain([id]).collect();
+        s.node
+            .change_membership(META_GROUP, MembershipChange::SetVoters { voters: next.clone() })
+            .await
+            .map_err(|e| unavailable(&format!("node {id} joined; making the meta voters {next:?}"), e))?;
+    }
     Ok(Json(json!({ "id": id, "joined": true, "tookMs": started.elapsed().as_millis() as u64 })))
 }
 

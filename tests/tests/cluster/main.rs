@@ -5,6 +5,7 @@ mod admin;
 mod backup;
 mod bad_data_dir;
 mod failover;
+mod force_new_cluster;
 mod idempotency;
 mod internal_api;
 mod leadership;
