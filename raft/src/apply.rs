@@ -21,6 +21,7 @@ use crate::command::Rejection;
 use crate::command::CHAT_NAME_MAX;
 use crate::command::CLIENT_MSG_ID_MAX;
 use crate::command::MEMBERS_MAX;
+use crate::command::TRIM_MAX;
 
 /// Replicated keys under this prefix announce their changes (a user's chat index).
 pub const NOTIFY_KEY_PREFIX: &[u8] = b"uc/";
@@ -148,6 +149,13 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             Ok((CommandOutcome::Put, event))
         }
         ChatCommand::Restore { records, require_empty } => restore(w, records, *require_empty),
+        ChatCommand::Trim { chat, through_seq } => {
+            let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            // Stored messages only; the chat's next seq stays, so a seq is never handed out twice.
+            let through = (*through_seq).min(h.next_seq.saturating_sub(1));
+            let removed = w.trim_messages(chat, through, TRIM_MAX)?;
+            Ok((CommandOutcome::Trimmed { chat: *chat, removed }, None))
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub use raftchat_storage::chat_store::UserId;
 pub const CLIENT_MSG_ID_MAX: usize = 128;
 pub const CHAT_NAME_MAX: usize = 256;
 pub const MEMBERS_MAX: usize = 10_000;
+/// Messages one `Trim` command deletes at most, so that one apply stays short.
+pub const TRIM_MAX: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatCommand {
@@ -43,6 +45,9 @@ pub enum ChatCommand {
     /// present. With `require_empty`, refused unless the group holds nothing yet (the check a
     /// restore makes before it writes anything).
     Restore { records: Vec<(Vec<u8>, Vec<u8>)>, require_empty: bool },
+    /// Deletes a chat's messages with seq <= `through_seq`, at most [`TRIM_MAX`] per command
+    /// (history retention; the group's leader decides `through_seq` from its clock).
+    Trim { chat: ChatId, through_seq: u64 },
     /// An `Append` at a seq the gateway chose: the `seq_at_gateway` negative control. Last, so
     /// that it shifts no other variant's encoding.
     #[cfg(feature = "unsafe-knobs")]
@@ -57,7 +62,8 @@ impl ChatCommand {
             | ChatCommand::AddMember { chat, .. }
             | ChatCommand::RemoveMember { chat, .. }
             | ChatCommand::Append { chat, .. }
-            | ChatCommand::Receipt { chat, .. } => Some(*chat),
+            | ChatCommand::Receipt { chat, .. }
+            | ChatCommand::Trim { chat, .. } => Some(*chat),
             ChatCommand::Put { .. } | ChatCommand::Restore { .. } => None,
             #[cfg(feature = "unsafe-knobs")]
             ChatCommand::AppendAt { append, .. } => append.chat(),
@@ -90,5 +96,6 @@ pub enum CommandOutcome {
     Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
     Put,
     Restored { written: u32, present: u32 },
+    Trimmed { chat: ChatId, removed: u32 },
     Rejected(Rejection),
 }

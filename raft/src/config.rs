@@ -40,6 +40,11 @@ pub struct CoreConfig {
     pub state_cache_bytes: u64,
     /// Make this node the only voter of every group it holds (see [`crate::recovery`]).
     pub force_new_cluster: bool,
+    /// Rewrite the state database at start-up to give deleted space back (see
+    /// `raftchat_storage::compact`).
+    pub compact_state: bool,
+    /// How often each group's leader applies the retention policy.
+    pub retention_sweep: Duration,
 }
 
 impl CoreConfig {
@@ -65,6 +70,8 @@ impl CoreConfig {
             wal_segment_bytes: raftchat_storage::wal::SEGMENT_BYTES_DEFAULT,
             state_cache_bytes: 256 * 1024 * 1024,
             force_new_cluster: false,
+            compact_state: false,
+            retention_sweep: Duration::from_secs(60),
         }
     }
 

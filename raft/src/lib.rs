@@ -16,6 +16,7 @@
 //! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
 //! - [`recovery`]: `--force-new-cluster`, when a majority is lost for good.
+//! - [`retention`]: history retention: leaders trim what the cluster's policy no longer keeps.
 //! - [`backup`]: online backups: a group's snapshot covering a linearizable read point.
 //!
 //! Data flows one way: `router` -> `batcher` -> openraft -> `storage` (log) -> `network` ->
@@ -37,6 +38,7 @@ pub mod meta;
 pub mod network;
 pub mod node;
 pub mod recovery;
+pub mod retention;
 pub mod router;
 pub mod rpc;
 pub mod state_machine;

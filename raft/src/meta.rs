@@ -17,6 +17,7 @@ use crate::types::GroupId;
 use crate::types::NodeId;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
+pub const RETENTION_KEY: &[u8] = b"meta/retention";
 /// Replicas per data group.
 pub const REPLICATION_FACTOR: usize = 3;
 
@@ -172,6 +173,27 @@ pub enum MetaCommand {
     RemoveNode { id: NodeId },
     /// `--force-new-cluster`: the layout keeps only node `id`, which holds every data group.
     ForceSingleNode { id: NodeId, info: NodeInfo },
+    /// Sets the cluster-wide history retention policy.
+    SetRetention(RetentionPolicy),
+}
+
+/// How much history every chat keeps; `None` everywhere keeps everything (the default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPolicy {
+    /// Messages older than this (by their timestamp) are deleted.
+    pub max_age_ms: Option<u64>,
+    /// Only the newest this many messages of each chat are kept.
+    pub max_messages: Option<u64>,
+}
+
+impl RetentionPolicy {
+    pub fn keeps_everything(&self) -> bool {
+        self.max_age_ms.is_none() && self.max_messages.is_none()
+    }
+}
+
+pub fn read_retention(bytes: &[u8]) -> Result<RetentionPolicy, StorageError> {
+    codec::decode_versioned(bytes).map_err(|e| StorageError::Codec { what: "retention policy", source: e })
 }
 
 pub fn read_layout(bytes: &[u8]) -> Result<ClusterLayout, StorageError> {
@@ -180,10 +202,16 @@ pub fn read_layout(bytes: &[u8]) -> Result<ClusterLayout, StorageError> {
 
 /// Applies a meta command; returns the new layout when it changed.
 pub fn apply(w: &mut StateWriter, cmd: &MetaCommand) -> Result<Option<ClusterLayout>, StorageError> {
+    if let MetaCommand::SetRetention(p) = cmd {
+        let bytes =
+            codec::encode_versioned(p).map_err(|e| StorageError::Codec { what: "retention policy", source: e })?;
+        w.kv_put(RETENTION_KEY, Some(bytes));
+        return Ok(None);
+    }
     let current = w.kv_get(LAYOUT_KEY)?.map(|b| read_layout(&b)).transpose()?;
     let next = match (cmd, current) {
         (MetaCommand::Bootstrap(l), None) => l.clone(),
-        (MetaCommand::Bootstrap(_), Some(_)) => return Ok(None),
+        (MetaCommand::Bootstrap(_), Some(_)) | (MetaCommand::SetRetention(_), _) => return Ok(None),
         (_, None) => return Ok(None),
         (MetaCommand::UpsertNode { id, info }, Some(mut l)) => {
             l.nodes.insert(*id, info.clone());

@@ -120,6 +120,11 @@ impl Node {
         let identity = Identity { cluster_id: config.cluster_id.clone(), node_id: config.node_id };
         Identity::check_or_create(&config.data_dir, &identity)?;
         let engine = LogEngine::open(&config.data_dir.join("wal"), config.wal_segment_bytes)?;
+        if config.compact_state {
+            let started = std::time::Instant::now();
+            let (before, after) = raftchat_storage::compact::compact(&config.data_dir.join("state"))?;
+            tracing::info!(before, after, took_ms = started.elapsed().as_millis() as u64, "state database compacted");
+        }
         let db = StateDb::open(&config.data_dir.join("state"), config.state_cache_bytes)?;
         let listener = TcpListener::bind(&config.raft_listen)
             .await
@@ -173,6 +178,8 @@ impl Node {
         }));
         let n = node.clone();
         tokio::spawn(async move { n.follow_layout().await });
+        let (n, every) = (node.clone(), node.inner.config.retention_sweep);
+        tokio::spawn(async move { n.run_retention(every).await });
         if forcing {
             let n = node.clone();
             tokio::spawn(async move { n.finish_forced_recovery().await });

@@ -4,7 +4,7 @@
 //! - `status`: nodes (up/down, address), per group replicas, leader, term, applied index per
 //!   replica, replication lag, and the cluster's fault tolerance ("can lose 1 node").
 //! - `members add|remove`, `rebalance`, `drain`, `transfer-leader`: see [`crate::admin_members`].
-//! - `backup`, `restore`: see [`crate::admin_backup`].
+//! - `backup`, `restore`: see [`crate::admin_backup`]; `retention`: [`crate::admin_retention`].
 //!
 //! With `--token` (or `RAFTCHAT_ADMIN_TOKEN`), every call carries the nodes' admin token.
 
@@ -52,6 +52,11 @@ enum Verb {
     Backup {
         #[arg(long)]
         out: std::path::PathBuf,
+    },
+    /// The cluster-wide history retention policy.
+    Retention {
+        #[command(subcommand)]
+        verb: crate::admin_retention::RetentionVerb,
     },
     /// Load a backup into a fresh cluster with the same number of data groups.
     Restore {
@@ -105,6 +110,7 @@ pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
         Verb::TransferLeader { group, node } => crate::admin_members::transfer_leader(&a, group, node).await?,
         Verb::Backup { out } => crate::admin_backup::backup(&a, &out).await?,
         Verb::Restore { input, resume } => crate::admin_backup::restore(&a, &input, resume).await?,
+        Verb::Retention { verb } => crate::admin_retention::retention(&a, verb).await?,
     }
     Ok(())
 }

@@ -88,6 +88,12 @@ pub struct NodeArgs {
     /// A node unreachable this long is declared dead and its users offline [default: 5000].
     #[arg(long, env = "RAFTCHAT_FAILURE_DETECT_MS")]
     pub failure_detect_ms: Option<u64>,
+    /// Size of one Raft log segment file in MiB [default: 64]; purged segments are deleted whole.
+    #[arg(long, env = "RAFTCHAT_WAL_SEGMENT_MIB")]
+    pub wal_segment_mib: Option<u64>,
+    /// How often each group's leader applies the history retention policy, in seconds [default: 60].
+    #[arg(long, env = "RAFTCHAT_RETENTION_SWEEP_SECS")]
+    pub retention_sweep_secs: Option<u64>,
     /// Async runtime worker threads [default: the number of cores].
     #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -112,6 +118,11 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip)]
     pub i_know_this_is_unsafe: bool,
+    /// Rewrite the state database before serving, giving the space of deleted messages back to
+    /// the file system (like etcd's defrag; one node at a time, after `raftchat admin drain`).
+    #[arg(long)]
+    #[serde(skip)]
+    pub compact_state: bool,
     /// Disaster recovery when a majority of nodes is lost for good: this node becomes the only
     /// voter of every group it holds and the only node of the cluster. Once; see
     /// docs/OPERATIONS.md ("Recovery runbook").
@@ -178,6 +189,7 @@ impl NodeArgs {
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
+        merge!(self, file, retention_sweep_secs, wal_segment_mib);
         self.internal_api |= file.internal_api;
         Ok(self)
     }
@@ -213,6 +225,14 @@ impl NodeArgs {
             core.logs_kept_after_snapshot = k;
         }
         core.force_new_cluster = self.force_new_cluster;
+        core.compact_state = self.compact_state;
+        if let Some(m) = self.wal_segment_mib {
+            if !(1..=4096).contains(&m) {
+                return Err(ConfigError::Invalid(format!("--wal-segment-mib must be 1..=4096, got {m}")));
+            }
+            core.wal_segment_bytes = m * 1024 * 1024;
+        }
+        core.retention_sweep = std::time::Duration::from_secs(self.retention_sweep_secs.unwrap_or(60).max(1));
         if let Some(b) = self.batches_in_flight {
             core.batches_in_flight_max = b.max(1);
         }

@@ -17,6 +17,7 @@
 mod admin;
 mod admin_backup;
 mod admin_members;
+mod admin_retention;
 mod api;
 mod auth;
 mod config;

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::sync::RwLock;
 
@@ -34,6 +35,7 @@ use serde::Serialize;
 use crate::codec;
 use crate::error::StorageError;
 pub use crate::records::*;
+pub use crate::restore::RestoreRecord;
 
 pub const KEY_APPLIED: &[u8] = b"A";
 pub const PREFIX_CHAT: u8 = b'c';
@@ -44,55 +46,6 @@ pub const PREFIX_DEDUP: u8 = b'd';
 
 /// Key-value pairs of the `K` keyspace.
 pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// One record of a backed-up group (a raw pair of a snapshot stream), decoded and checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RestoreRecord {
-    Chat(ChatId, ChatHeader),
-    Member(ChatId, UserId, Member),
-    Message(ChatId, MessageRecord),
-    /// The full `d` key and its seq.
-    Dedup(Vec<u8>, u64),
-    /// A `K` key without its prefix, and its value.
-    Kv(Vec<u8>, Vec<u8>),
-}
-
-impl RestoreRecord {
-    /// Decodes a raw pair; an error says why this build cannot take it (the applied state `A`
-    /// is never restored: the target cluster has its own log).
-    pub fn parse(key: &[u8], value: &[u8]) -> Result<RestoreRecord, String> {
-        fn de<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, String> {
-            codec::decode_versioned(b).map_err(|e| format!("undecodable {what}: {e}"))
-        }
-        let prefix = key.first().copied();
-        if prefix == Some(PREFIX_KV) && key.len() > 1 {
-            return Ok(RestoreRecord::Kv(key[1..].to_vec(), value.to_vec()));
-        }
-        let chat = chat_of_key(key);
-        let user = key.get(17..33).and_then(|b| uuid::Uuid::from_slice(b).ok());
-        match (prefix, chat) {
-            (Some(PREFIX_CHAT), Some(c)) if key.len() == 17 => Ok(RestoreRecord::Chat(c, de("chat", value)?)),
-            (Some(PREFIX_MEMBER), Some(c)) if key.len() == 33 => match user {
-                Some(u) => Ok(RestoreRecord::Member(c, u, de("member", value)?)),
-                None => Err("bad member key".into()),
-            },
-            (Some(PREFIX_MESSAGE), Some(c)) if key.len() == 25 => {
-                let m: MessageRecord = de("message", value)?;
-                if message_key(&c, m.seq) != key {
-                    return Err(format!("message key does not match its seq {}", m.seq));
-                }
-                Ok(RestoreRecord::Message(c, m))
-            }
-            (Some(PREFIX_DEDUP), Some(_)) if key.len() >= 33 => {
-                Ok(RestoreRecord::Dedup(key.to_vec(), de("dedup seq", value)?))
-            }
-            _ => Err(format!(
-                "not a chat, member, message, dedup or key record (key {:02x?})",
-                &key[..key.len().min(40)]
-            )),
-        }
-    }
-}
 
 /// What a group's state machine has applied, stored with its data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,7 +98,7 @@ pub fn chat_of_key(key: &[u8]) -> Option<ChatId> {
     key.get(1..17).and_then(|b| uuid::Uuid::from_slice(b).ok())
 }
 
-fn enc<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StorageError> {
+pub(crate) fn enc<T: Serialize>(what: &'static str, v: &T) -> Result<Vec<u8>, StorageError> {
     codec::encode_versioned(v).map_err(|e| StorageError::codec(what, e))
 }
 
@@ -163,6 +116,7 @@ pub struct StateDb {
 
 impl StateDb {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        crate::compact::recover(dir)?;
         let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000)).open()?;
         let current = db.open_tree("current")?;
         Ok(StateDb { db, current, dir: dir.to_path_buf() })
@@ -201,7 +155,12 @@ impl StateDb {
             }
         }
         let tree = self.db.open_tree(Self::tree_name(group, gen))?;
-        Ok(GroupState { db: self.clone(), group, gen: Arc::new(RwLock::new((gen, tree))) })
+        Ok(GroupState {
+            db: self.clone(),
+            group,
+            gen: Arc::new(RwLock::new((gen, tree))),
+            trimmed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Removes every trace of a group (its replica left this node).
@@ -224,7 +183,7 @@ impl StateDb {
     }
 }
 
-fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
     for ent in std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
         let ent = ent.map_err(|e| StorageError::io(dir, e))?;
         let path = ent.path();
@@ -243,6 +202,8 @@ pub struct GroupState {
     db: StateDb,
     group: u32,
     gen: Arc<RwLock<(u64, sled::Tree)>>,
+    /// Set when retention deleted messages; cleared by whoever takes a snapshot for it.
+    pub(crate) trimmed: Arc<AtomicBool>,
 }
 
 impl GroupState {
@@ -329,6 +290,7 @@ impl GroupState {
     /// Starts an atomic write of one apply call.
     pub fn writer(&self) -> StateWriter {
         StateWriter {
+            trimmed: self.trimmed.clone(),
             tree: self.tree(),
             chats: HashMap::new(),
             members: HashMap::new(),
@@ -361,13 +323,14 @@ impl GroupState {
 
 /// Collects one apply call's writes; reads see the writes made so far.
 pub struct StateWriter {
-    tree: sled::Tree,
-    chats: HashMap<ChatId, Option<ChatHeader>>,
-    members: HashMap<(ChatId, UserId), Option<Member>>,
-    dedup: HashMap<Vec<u8>, u64>,
-    messages: HashMap<(ChatId, u64), MessageRecord>,
-    kv: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    batch: sled::Batch,
+    pub(crate) trimmed: Arc<AtomicBool>,
+    pub(crate) tree: sled::Tree,
+    pub(crate) chats: HashMap<ChatId, Option<ChatHeader>>,
+    pub(crate) members: HashMap<(ChatId, UserId), Option<Member>>,
+    pub(crate) dedup: HashMap<Vec<u8>, u64>,
+    pub(crate) messages: HashMap<(ChatId, u64), MessageRecord>,
+    pub(crate) kv: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    pub(crate) batch: sled::Batch,
 }
 
 impl StateWriter {
@@ -436,63 +399,6 @@ impl StateWriter {
             None => self.batch.remove(kv_key(key)),
         }
         self.kv.insert(key.to_vec(), value);
-    }
-
-    /// True when the group holds nothing but its applied state (a fresh group).
-    pub fn is_empty(&mut self) -> Result<bool, StorageError> {
-        if !(self.chats.is_empty() && self.members.is_empty() && self.messages.is_empty() && self.kv.is_empty()) {
-            return Ok(false);
-        }
-        for k in self.tree.iter().keys() {
-            if k?.as_ref() != KEY_APPLIED {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Writes one record of a backed-up group unless its key is already present; `Ok(false)`
-    /// when it was.
-    pub fn restore_record(&mut self, r: RestoreRecord) -> Result<bool, StorageError> {
-        Ok(match r {
-            RestoreRecord::Chat(chat, h) => {
-                let absent = self.chat(&chat)?.is_none();
-                if absent {
-                    self.put_chat(chat, h);
-                }
-                absent
-            }
-            RestoreRecord::Member(chat, user, m) => {
-                let absent = self.member(&chat, &user)?.is_none();
-                if absent {
-                    self.put_member(chat, user, Some(m));
-                }
-                absent
-            }
-            RestoreRecord::Message(chat, m) => {
-                let absent = self.message(&chat, m.seq)?.is_none();
-                if absent {
-                    self.batch.insert(message_key(&chat, m.seq), enc("message", &m)?);
-                    self.messages.insert((chat, m.seq), m);
-                }
-                absent
-            }
-            RestoreRecord::Dedup(key, seq) => {
-                let absent = !self.dedup.contains_key(&key) && self.tree.get(&key)?.is_none();
-                if absent {
-                    self.batch.insert(key.as_slice(), enc("dedup seq", &seq)?);
-                    self.dedup.insert(key, seq);
-                }
-                absent
-            }
-            RestoreRecord::Kv(key, value) => {
-                let absent = self.kv_get(&key)?.is_none();
-                if absent {
-                    self.kv_put(&key, Some(value));
-                }
-                absent
-            }
-        })
     }
 
     /// Writes everything plus `applied` in one atomic batch.

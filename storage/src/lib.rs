@@ -11,6 +11,9 @@
 //! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
 //!   keyed (chat, seq), the idempotency table, and last-applied, written in one atomic batch.
 //! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
+//! - [`restore`]: writing a backed-up group's records into a fresh group.
+//! - [`compact`]: offline compaction of the state database (`--compact-state`).
+//! - [`retention`]: finding and deleting a chat's oldest messages (history retention).
 //! - [`unsafe_knobs`]: deliberate bugs for the Jepsen negative controls (feature `unsafe-knobs`).
 //!
 //! Layout of a data directory:
@@ -27,10 +30,13 @@
 
 pub mod chat_store;
 pub mod codec;
+pub mod compact;
 pub mod error;
 pub mod identity;
 pub mod log_store;
 pub mod records;
+pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod unsafe_knobs;
 pub mod wal;

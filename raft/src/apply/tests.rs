@@ -177,3 +177,25 @@ fn restore_copies_a_group_and_never_overwrites() {
     assert!(matches!(out[0], CommandOutcome::Rejected(Rejection::Invalid(_))), "{out:?}");
     assert!(records_of(&other).is_empty());
 }
+
+#[test]
+fn trim_deletes_old_messages_and_never_reuses_a_seq() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut cmds = vec![create(chat, ChatKind::Direct, a, vec![b])];
+    cmds.extend((0..10).map(|i| append(chat, a, &format!("m{i}"))));
+    run(&g, &cmds);
+    let out = run(&g, &[ChatCommand::Trim { chat, through_seq: 4 }]);
+    assert_eq!(out, vec![CommandOutcome::Trimmed { chat, removed: 4 }]);
+    let left: Vec<u64> = g.messages(&chat, 0, u64::MAX, 100, false).unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(left, (5..=10).collect::<Vec<_>>());
+    // Trimming past the end removes what is stored, and the next message still gets seq 11.
+    let out = run(&g, &[ChatCommand::Trim { chat, through_seq: 1_000 }, append(chat, b, "late")]);
+    assert_eq!(out[0], CommandOutcome::Trimmed { chat, removed: 6 });
+    assert!(matches!(out[1], CommandOutcome::Appended { seq: 11, .. }), "{out:?}");
+    // A retry of a trimmed message is still recognised.
+    let out = run(&g, &[append(chat, a, "m0")]);
+    assert!(matches!(out[0], CommandOutcome::Appended { seq: 1, duplicate: true, .. }), "{out:?}");
+    let out = run(&g, &[ChatCommand::Trim { chat: Uuid::new_v4(), through_seq: 1 }]);
+    assert_eq!(out, vec![CommandOutcome::Rejected(Rejection::NoSuchChat)]);
+}

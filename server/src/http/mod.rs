@@ -5,7 +5,7 @@
 //!   the cluster tests and benchmarks; served only with `--internal-api` (no authentication).
 //! - The public chat API is in [`crate::api`] (REST) and [`crate::ws`] (WebSocket).
 //! - [`admin_api`]: membership and replica moves behind `raftchat admin`; [`backup_api`]: backup
-//!   and restore. Both are served with `--internal-api` or `--admin-token`, and with a token only
+//!   and restore; [`retention_api`]: history retention. Both are served with `--internal-api` or `--admin-token`, and with a token only
 //!   to requests that carry it (`Authorization: Bearer <token>`).
 //! - [`error`]: API errors and the JSON body extractor.
 
@@ -14,6 +14,7 @@ pub mod backup_api;
 pub mod core_api;
 pub mod error;
 pub mod health;
+pub mod retention_api;
 
 use std::sync::Arc;
 
@@ -66,7 +67,7 @@ pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) 
 
 /// The admin API; with a token, only for requests that carry it.
 fn admin_routes(token: Option<String>) -> Router<AppState> {
-    let routes = admin_api::routes().merge(backup_api::routes());
+    let routes = admin_api::routes().merge(backup_api::routes()).merge(retention_api::routes());
     match token {
         None => routes,
         Some(t) => {

@@ -6,11 +6,14 @@
 //!   openraft requires), then the [`flusher`] thread makes them durable with one `fdatasync`
 //!   for every request pending at that moment: group commit across groups.
 //! - Each new segment begins with a checkpoint of every group's vote, committed and purged ids,
-//!   so a segment can be deleted once no group has live entries in it. Purge frees disk.
+//!   so a segment can be deleted once no group has live entries in it. Purge frees disk: the
+//!   few live entries of small groups (an idle group, the meta group) are copied forward into
+//!   a new segment so they never hold old segments alive ([`gc`]).
 //! - Replay on open checks every CRC; a torn record at the very tail (a crash mid-write) is cut
 //!   off, anything else that does not check refuses to open with [`StorageError::Corrupt`].
 
 pub mod flusher;
+mod gc;
 pub mod record;
 
 use std::collections::BTreeMap;
@@ -336,34 +339,25 @@ impl LogEngine {
                 Record::Purged { group, upto: *upto, log_id: id.clone() }.encode_into(&mut buf);
             }
         }
+        let carried = self.carry_forward(st, &mut buf)?;
         let path = seg_path(dir, seg.id);
         seg.file.write_all_at(&buf, seg.len).map_err(|e| StorageError::io(&path, e))?;
         seg.file.sync_data().map_err(|e| StorageError::io(&path, e))?;
+        for (rec, offsets) in &carried {
+            let (id, base) = (seg.id, seg.len);
+            apply_to_index(
+                &mut st.groups,
+                rec,
+                offsets.iter().map(|&(off, len)| Loc { seg: id, off: base + off, len }),
+            );
+        }
         seg.len += buf.len() as u64;
         st.segments.insert(seg.id, seg.file.clone());
         st.active = seg;
+        // Every record so far is durable now (both segments were synced): segments that only
+        // carried copies hold can go.
+        self.gc_locked(st);
         Ok(())
-    }
-
-    /// Deletes segments that hold no live entry of any group (older than the active one).
-    /// Call it only after the purge or drop records that freed them are durable: otherwise a
-    /// crash could replay a log that still needs a deleted segment.
-    pub fn gc(&self) {
-        let mut st = self.lock();
-        self.gc_locked(&mut st);
-    }
-
-    fn gc_locked(&self, st: &mut EngineState) {
-        let oldest_live = st.groups.values().filter_map(|g| g.entries.front().map(|l| l.seg)).min();
-        let keep_from = oldest_live.unwrap_or(st.active.id).min(st.active.id);
-        let dead: Vec<u64> = st.segments.range(..keep_from).map(|(id, _)| *id).collect();
-        for id in dead {
-            st.segments.remove(&id);
-            let path = seg_path(&self.inner.dir, id);
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), cause = %e, "could not delete WAL segment");
-            }
-        }
     }
 
     /// Reads entries `[start, end)` of `group`; stops at the first missing index.

@@ -82,6 +82,31 @@ async fn rotation_and_gc_free_disk_and_keep_metadata() {
     assert_eq!(e.read(1, 191, 200).unwrap().len(), 9);
 }
 
+#[tokio::test]
+async fn an_idle_group_does_not_pin_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_bytes = 4096;
+    {
+        let e = LogEngine::open(dir.path(), seg_bytes).unwrap();
+        // Group 0 writes three entries once and then stays idle (like the meta group).
+        e.append(0, 1, entries(3, 9), noop()).unwrap();
+        for i in 0..400u64 {
+            e.append(1, i, vec![vec![7u8; 100]], noop()).unwrap();
+        }
+        e.purge(1, 390, b"p".to_vec()).unwrap().wait().await.unwrap();
+        e.gc();
+        let segs = std::fs::read_dir(dir.path()).unwrap().count();
+        // 400 entries of ~100 bytes fill ~12 segments; only the last few stay.
+        assert!(segs <= 3, "the idle group's old entries kept {segs} segments alive");
+        assert_eq!(e.read(0, 1, 4).unwrap(), entries(3, 9));
+    }
+    let e = LogEngine::open(dir.path(), seg_bytes).unwrap();
+    assert_eq!(e.group_state(0).bounds, Some((1, 3)));
+    assert_eq!(e.read(0, 1, 4).unwrap(), entries(3, 9));
+    assert_eq!(e.group_state(1).bounds, Some((391, 399)));
+    assert_eq!(e.read(1, 391, 400).unwrap().len(), 9);
+}
+
 #[test]
 fn torn_tail_is_cut_but_middle_corruption_refuses() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,6 +14,7 @@ mod membership;
 mod metrics;
 mod replication;
 mod restart;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;

@@ -1,0 +1,127 @@
+//! Restoring a backed-up group: its raw records, checked and written unless present.
+
+use crate::chat_store::chat_of_key;
+use crate::chat_store::enc;
+use crate::chat_store::message_key;
+use crate::chat_store::ChatHeader;
+use crate::chat_store::ChatId;
+use crate::chat_store::Member;
+use crate::chat_store::MessageRecord;
+use crate::chat_store::StateWriter;
+use crate::chat_store::UserId;
+use crate::chat_store::KEY_APPLIED;
+use crate::chat_store::PREFIX_CHAT;
+use crate::chat_store::PREFIX_DEDUP;
+use crate::chat_store::PREFIX_KV;
+use crate::chat_store::PREFIX_MEMBER;
+use crate::chat_store::PREFIX_MESSAGE;
+use crate::codec;
+use crate::error::StorageError;
+
+/// One record of a backed-up group (a raw pair of a snapshot stream), decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreRecord {
+    Chat(ChatId, ChatHeader),
+    Member(ChatId, UserId, Member),
+    Message(ChatId, MessageRecord),
+    /// The full `d` key and its seq.
+    Dedup(Vec<u8>, u64),
+    /// A `K` key without its prefix, and its value.
+    Kv(Vec<u8>, Vec<u8>),
+}
+
+impl RestoreRecord {
+    /// Decodes a raw pair; an error says why this build cannot take it (the applied state `A`
+    /// is never restored: the target cluster has its own log).
+    pub fn parse(key: &[u8], value: &[u8]) -> Result<RestoreRecord, String> {
+        fn de<T: serde::de::DeserializeOwned>(what: &str, b: &[u8]) -> Result<T, String> {
+            codec::decode_versioned(b).map_err(|e| format!("undecodable {what}: {e}"))
+        }
+        let prefix = key.first().copied();
+        if prefix == Some(PREFIX_KV) && key.len() > 1 {
+            return Ok(RestoreRecord::Kv(key[1..].to_vec(), value.to_vec()));
+        }
+        let chat = chat_of_key(key);
+        let user = key.get(17..33).and_then(|b| uuid::Uuid::from_slice(b).ok());
+        match (prefix, chat) {
+            (Some(PREFIX_CHAT), Some(c)) if key.len() == 17 => Ok(RestoreRecord::Chat(c, de("chat", value)?)),
+            (Some(PREFIX_MEMBER), Some(c)) if key.len() == 33 => match user {
+                Some(u) => Ok(RestoreRecord::Member(c, u, de("member", value)?)),
+                None => Err("bad member key".into()),
+            },
+            (Some(PREFIX_MESSAGE), Some(c)) if key.len() == 25 => {
+                let m: MessageRecord = de("message", value)?;
+                if message_key(&c, m.seq) != key {
+                    return Err(format!("message key does not match its seq {}", m.seq));
+                }
+                Ok(RestoreRecord::Message(c, m))
+            }
+            (Some(PREFIX_DEDUP), Some(_)) if key.len() >= 33 => {
+                Ok(RestoreRecord::Dedup(key.to_vec(), de("dedup seq", value)?))
+            }
+            _ => Err(format!(
+                "not a chat, member, message, dedup or key record (key {:02x?})",
+                &key[..key.len().min(40)]
+            )),
+        }
+    }
+}
+
+impl StateWriter {
+    /// True when the group holds nothing but its applied state (a fresh group).
+    pub fn is_empty(&mut self) -> Result<bool, StorageError> {
+        if !(self.chats.is_empty() && self.members.is_empty() && self.messages.is_empty() && self.kv.is_empty()) {
+            return Ok(false);
+        }
+        for k in self.tree.iter().keys() {
+            if k?.as_ref() != KEY_APPLIED {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes one record of a backed-up group unless its key is already present; `Ok(false)`
+    /// when it was.
+    pub fn restore_record(&mut self, r: RestoreRecord) -> Result<bool, StorageError> {
+        Ok(match r {
+            RestoreRecord::Chat(chat, h) => {
+                let absent = self.chat(&chat)?.is_none();
+                if absent {
+                    self.put_chat(chat, h);
+                }
+                absent
+            }
+            RestoreRecord::Member(chat, user, m) => {
+                let absent = self.member(&chat, &user)?.is_none();
+                if absent {
+                    self.put_member(chat, user, Some(m));
+                }
+                absent
+            }
+            RestoreRecord::Message(chat, m) => {
+                let absent = self.message(&chat, m.seq)?.is_none();
+                if absent {
+                    self.batch.insert(message_key(&chat, m.seq), enc("message", &m)?);
+                    self.messages.insert((chat, m.seq), m);
+                }
+                absent
+            }
+            RestoreRecord::Dedup(key, seq) => {
+                let absent = !self.dedup.contains_key(&key) && self.tree.get(&key)?.is_none();
+                if absent {
+                    self.batch.insert(key.as_slice(), enc("dedup seq", &seq)?);
+                    self.dedup.insert(key, seq);
+                }
+                absent
+            }
+            RestoreRecord::Kv(key, value) => {
+                let absent = self.kv_get(&key)?.is_none();
+                if absent {
+                    self.kv_put(&key, Some(value));
+                }
+                absent
+            }
+        })
+    }
+}
