@@ -43,6 +43,8 @@ pub struct CoreConfig {
     /// Rewrite the state database at start-up to give deleted space back (see
     /// `raftchat_storage::compact`).
     pub compact_state: bool,
+    /// Outgoing snapshot bytes per second over all groups and peers; 0: unlimited.
+    pub snapshot_send_bytes_per_sec: u64,
     /// How often each group's leader applies the retention policy.
     pub retention_sweep: Duration,
 }
@@ -71,6 +73,7 @@ impl CoreConfig {
             state_cache_bytes: 256 * 1024 * 1024,
             force_new_cluster: false,
             compact_state: false,
+            snapshot_send_bytes_per_sec: 64 * 1024 * 1024,
             retention_sweep: Duration::from_secs(60),
         }
     }

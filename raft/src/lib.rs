@@ -12,6 +12,7 @@
 //! - [`state_machine`]: openraft's state machine over `raftchat_storage`; snapshot files.
 //! - [`transport`]: one multiplexed TCP connection per node pair, handshake, priority lanes.
 //! - [`network`]: openraft's `RaftNetwork` for one (group, peer) over the transport.
+//! - [`throttle`]: the node-wide limit on outgoing snapshot bytes (replica moves, catch-up).
 //! - [`node`]: a node hosting the meta group and its data groups; bootstrap; inbound RPCs.
 //! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
@@ -42,6 +43,7 @@ pub mod retention;
 pub mod router;
 pub mod rpc;
 pub mod state_machine;
+pub mod throttle;
 pub mod transport;
 pub mod types;
 

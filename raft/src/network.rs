@@ -24,6 +24,7 @@ use openraft::BasicNode;
 
 use crate::rpc::RpcRequest;
 use crate::rpc::RpcResponse;
+use crate::throttle::Throttle;
 use crate::transport::CallError;
 use crate::transport::PeerPool;
 use crate::types::GroupId;
@@ -33,6 +34,8 @@ use crate::types::TypeConfig;
 pub struct NetworkFactory {
     pub pool: Arc<PeerPool>,
     pub group: GroupId,
+    /// The node's limit on outgoing snapshot bytes.
+    pub snapshot_throttle: Arc<Throttle>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -40,7 +43,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupNetwork {
         self.pool.learn(target, &node.addr);
-        GroupNetwork { pool: self.pool.clone(), group: self.group, target }
+        GroupNetwork { pool: self.pool.clone(), group: self.group, target, throttle: self.snapshot_throttle.clone() }
     }
 }
 
@@ -48,6 +51,7 @@ pub struct GroupNetwork {
     pool: Arc<PeerPool>,
     group: GroupId,
     target: NodeId,
+    throttle: Arc<Throttle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,7 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.throttle.acquire(rpc.data.len()).await;
         match self.send(RpcRequest::Snapshot(rpc), &option).await {
             Ok(RpcResponse::Snapshot(r)) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(RpcResponse::GroupNotHosted) => Err(self.not_hosted()),

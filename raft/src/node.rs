@@ -86,6 +86,7 @@ pub struct NodeInner {
     app: std::sync::OnceLock<Arc<dyn AppHandler>>,
     pub(crate) leadership: crate::leadership::LeadershipState,
     snapshots: Arc<crate::state_machine::SnapshotObserver>,
+    snapshot_throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// A running node. Cheap to clone.
@@ -145,6 +146,7 @@ impl Node {
             source_ip: Some(bound.ip()).filter(|ip| !ip.is_unspecified()),
         };
         let (layout_tx, _) = watch::channel(None);
+        let snapshot_throttle = Arc::new(crate::throttle::Throttle::new(config.snapshot_send_bytes_per_sec));
         let events = Arc::new(EventLog::default());
         let inner = Arc::new_cyclic(|weak: &Weak<NodeInner>| NodeInner {
             pool: PeerPool::new(me, Arc::new(InboundHandler(weak.clone())), pristine, shutdown.clone()),
@@ -160,6 +162,7 @@ impl Node {
             app: std::sync::OnceLock::new(),
             leadership: Default::default(),
             snapshots: Arc::new(std::sync::OnceLock::new()),
+            snapshot_throttle,
         });
         let node = Node { inner };
         tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
@@ -285,7 +288,8 @@ impl Node {
         let log = GroupLog::new(inner.engine.clone(), g);
         let sm = GroupStateMachine::open(g, &inner.db, &inner.config.data_dir.join("snapshots"), listeners)?;
         let state = sm.state();
-        let net = NetworkFactory { pool: inner.pool.clone(), group: g };
+        let net =
+            NetworkFactory { pool: inner.pool.clone(), group: g, snapshot_throttle: inner.snapshot_throttle.clone() };
         let raft = Raft::new(self.id(), inner.raft_config.clone(), net, log, sm)
             .await
             .map_err(|e| RaftError::Group { group: g, reason: e.to_string() })?;

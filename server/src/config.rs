@@ -91,6 +91,10 @@ pub struct NodeArgs {
     /// Size of one Raft log segment file in MiB [default: 64]; purged segments are deleted whole.
     #[arg(long, env = "RAFTCHAT_WAL_SEGMENT_MIB")]
     pub wal_segment_mib: Option<u64>,
+    /// Outgoing snapshot bandwidth of this node in MiB/s, over all groups (replica moves and
+    /// catch-up); 0 is unlimited [default: 64].
+    #[arg(long, env = "RAFTCHAT_SNAPSHOT_SEND_MIB_PER_SEC")]
+    pub snapshot_send_mib_per_sec: Option<u64>,
     /// How often each group's leader applies the history retention policy, in seconds [default: 60].
     #[arg(long, env = "RAFTCHAT_RETENTION_SWEEP_SECS")]
     pub retention_sweep_secs: Option<u64>,
@@ -189,7 +193,7 @@ impl NodeArgs {
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
-        merge!(self, file, retention_sweep_secs, wal_segment_mib);
+        merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
         self.internal_api |= file.internal_api;
         Ok(self)
     }
@@ -226,6 +230,9 @@ impl NodeArgs {
         }
         core.force_new_cluster = self.force_new_cluster;
         core.compact_state = self.compact_state;
+        if let Some(m) = self.snapshot_send_mib_per_sec {
+            core.snapshot_send_bytes_per_sec = m.saturating_mul(1024 * 1024);
+        }
         if let Some(m) = self.wal_segment_mib {
             if !(1..=4096).contains(&m) {
                 return Err(ConfigError::Invalid(format!("--wal-segment-mib must be 1..=4096, got {m}")));
