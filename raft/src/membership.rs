@@ -49,6 +49,16 @@ fn write_err(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> AppEr
 }
 
 impl Node {
+    /// Tells node `id`, just taken out of the layout, that it was removed, so that it stops
+    /// instead of idling. Best effort: a node that is down learns it at its next handshake.
+    pub async fn tell_removed(&self, id: NodeId) {
+        let epoch = self.layout().map_or(0, |l| l.epoch);
+        let req = RpcRequest::Removed { epoch };
+        if let Err(e) = self.pool().call(id, META_GROUP, req, Duration::from_secs(3)).await {
+            tracing::info!(node = id, cause = %e, "could not tell a removed node; it learns at its next handshake");
+        }
+    }
+
     /// Voters and learners of a hosted group, as this replica sees them.
     pub fn members(&self, g: GroupId) -> Option<(BTreeSet<NodeId>, BTreeSet<NodeId>)> {
         let h = self.group(g)?;

@@ -95,6 +95,9 @@ pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
 }
 
+/// A file in the data directory: this node has been a member of the cluster's layout.
+const MEMBER_MARKER: &str = "MEMBER";
+
 struct InboundHandler(Weak<NodeInner>);
 
 impl Inbound for InboundHandler {
@@ -178,6 +181,11 @@ impl Node {
         let weak = Arc::downgrade(&node.inner);
         node.inner.pool.set_member_probe(Box::new(move |id| {
             weak.upgrade().is_some_and(|n| n.layout_tx.borrow().as_ref().is_some_and(|l| l.nodes.contains_key(&id)))
+        }));
+        node.inner.pool.set_was_member(node.inner.config.data_dir.join(MEMBER_MARKER).exists());
+        let weak = Arc::downgrade(&node.inner);
+        node.inner.pool.set_epoch_probe(Box::new(move || {
+            weak.upgrade().and_then(|n| n.layout_tx.borrow().as_ref().map(|l| l.epoch)).unwrap_or(0)
         }));
         let n = node.clone();
         tokio::spawn(async move { n.follow_layout().await });
@@ -395,6 +403,9 @@ impl Node {
             if let Some(l) = layout {
                 // Holding a layout means holding cluster state.
                 self.inner.pool.set_pristine(false);
+                if !self.note_membership(&l) {
+                    return;
+                }
                 self.reconcile(&l).await;
             }
             tokio::select! {
@@ -402,6 +413,29 @@ impl Node {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// Records in the data directory that this node is a member, the first time a layout lists
+    /// it; a member that a later layout leaves out was removed and stops. False when stopping.
+    fn note_membership(&self, l: &ClusterLayout) -> bool {
+        let pool = &self.inner.pool;
+        let marker = self.inner.config.data_dir.join(MEMBER_MARKER);
+        if l.nodes.contains_key(&self.id()) {
+            if !pool.was_member() {
+                let write = std::fs::write(&marker, format!("member of {}\n", l.cluster_id))
+                    .and_then(|_| std::fs::File::open(&marker)?.sync_all());
+                if let Err(e) = write {
+                    tracing::warn!(path = %marker.display(), cause = %e, "cannot record membership");
+                }
+                pool.set_was_member(true);
+            }
+            return true;
+        }
+        if pool.was_member() {
+            pool.removed(&format!("its cluster layout (epoch {}) no longer lists it", l.epoch));
+            return false;
+        }
+        true
     }
 
     async fn reconcile(&self, l: &ClusterLayout) {
@@ -474,6 +508,10 @@ impl Node {
                 None => RpcResponse::App(Vec::new()),
             };
         }
+        if let RpcRequest::Removed { epoch } = req {
+            self.inner.pool.check_removed(from, false, epoch);
+            return RpcResponse::Changed(Ok(()));
+        }
         let Some(g) = self.group(group) else { return RpcResponse::GroupNotHosted };
         match req {
             RpcRequest::Append(r) => RpcResponse::Append(g.raft.append_entries(r).await),
@@ -485,6 +523,7 @@ impl Node {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
             }
             RpcRequest::App { .. } => RpcResponse::App(Vec::new()),
+            RpcRequest::Removed { .. } => RpcResponse::Changed(Ok(())),
             RpcRequest::Membership(change) => RpcResponse::Changed(self.change_membership_local(&g, change).await),
             RpcRequest::Leadership(op) => RpcResponse::Changed(self.leadership_local(op).await),
             RpcRequest::PollEvents { epoch, after, wait_ms } => {

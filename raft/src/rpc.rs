@@ -53,6 +53,10 @@ pub enum RpcRequest {
     Membership(crate::membership::MembershipChange),
     /// Yield or resume leadership (answered with `RpcResponse::Membership`).
     Leadership(crate::leadership::LeadershipOp),
+    /// The sender's layout of `epoch` no longer lists the receiver: it was removed and stops.
+    Removed {
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -68,7 +68,7 @@ pub async fn members(a: &Admin, verb: MembersVerb) -> anyhow::Result<()> {
             if json_out {
                 println!("{v}");
             } else {
-                println!("node {id} holds no replicas and left the cluster; it can be stopped");
+                println!("node {id} holds no replicas and left the cluster; it stops by itself (or, if it is down, when it comes back)");
             }
             Ok(())
         }

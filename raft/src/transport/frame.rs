@@ -26,6 +26,8 @@ pub struct Hello {
     pub pristine: bool,
     /// The sender's cluster layout lists the receiver as a member.
     pub you_are_member: bool,
+    /// Epoch of the sender's cluster layout (0: none yet).
+    pub layout_epoch: u64,
 }
 
 /// The accepting node's answer to a valid [`Hello`].
@@ -36,6 +38,8 @@ pub struct Welcome {
     pub pristine: bool,
     /// The accepting node's cluster layout lists the dialer as a member.
     pub you_are_member: bool,
+    /// Epoch of the accepting node's cluster layout (0: none yet).
+    pub layout_epoch: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,6 +115,7 @@ mod tests {
             from_raft_addr: "r".into(),
             pristine: true,
             you_are_member: false,
+            layout_epoch: 0,
         });
         let bytes = encode(&f).unwrap();
         let back = read(&mut &bytes[..]).await.unwrap();

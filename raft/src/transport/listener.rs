@@ -93,8 +93,12 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
         }
         return Err(reason);
     }
-    if hello.you_are_member && pool.pristine() {
-        let reason = pool.lost_data(hello.from);
+    let lost_or_removed = if hello.you_are_member && pool.pristine() {
+        Some(pool.lost_data(hello.from))
+    } else {
+        pool.check_removed(hello.from, hello.you_are_member, hello.layout_epoch)
+    };
+    if let Some(reason) = lost_or_removed {
         if let Ok(bytes) = frame::encode(&Frame::Refused(reason.clone())) {
             let _ =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)).await;
@@ -106,6 +110,7 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
         api_addr: me.api_addr.clone(),
         pristine: pool.pristine(),
         you_are_member: pool.is_member(hello.from),
+        layout_epoch: pool.layout_epoch(),
     });
     let bytes = frame::encode(&welcome).map_err(|e| e.to_string())?;
     tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes))
@@ -136,6 +141,7 @@ mod tests {
             from_raft_addr: "127.0.0.1:1".into(),
             pristine: false,
             you_are_member: false,
+            layout_epoch: 0,
         }
     }
 

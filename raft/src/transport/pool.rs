@@ -64,14 +64,20 @@ pub struct LocalIdentity {
 
 /// Answers a question about the local node's state (set once by the node).
 pub type Probe = Box<dyn Fn(NodeId) -> bool + Send + Sync>;
+/// The local cluster layout's epoch (set once by the node).
+pub type EpochProbe = Box<dyn Fn() -> u64 + Send + Sync>;
 
 pub struct PeerPool {
     pub me: LocalIdentity,
     peers: Mutex<HashMap<NodeId, Arc<Peer>>>,
     inbound: Arc<dyn Inbound>,
     pristine: AtomicBool,
+    /// This node has been in a cluster layout (recorded in its data directory).
+    was_member: AtomicBool,
     /// Whether the local cluster layout lists a node as a member.
     member: std::sync::OnceLock<Probe>,
+    /// The local cluster layout's epoch (0: none yet).
+    epoch: std::sync::OnceLock<EpochProbe>,
     /// Set when this node must not go on (its data was lost); the reason names both sides.
     fatal: watch::Sender<Option<String>>,
     shutdown: watch::Receiver<bool>,
@@ -89,7 +95,9 @@ impl PeerPool {
             peers: Mutex::new(HashMap::new()),
             inbound,
             pristine: AtomicBool::new(pristine),
+            was_member: AtomicBool::new(false),
             member: std::sync::OnceLock::new(),
+            epoch: std::sync::OnceLock::new(),
             fatal: watch::channel(None).0,
             shutdown,
         })
@@ -105,6 +113,46 @@ impl PeerPool {
 
     pub fn is_member(&self, id: NodeId) -> bool {
         self.member.get().is_some_and(|f| f(id))
+    }
+
+    pub fn set_was_member(&self, v: bool) {
+        self.was_member.store(v, Ordering::Relaxed);
+    }
+
+    pub fn was_member(&self) -> bool {
+        self.was_member.load(Ordering::Relaxed)
+    }
+
+    pub fn set_epoch_probe(&self, p: EpochProbe) {
+        let _ = self.epoch.set(p);
+    }
+
+    pub fn layout_epoch(&self) -> u64 {
+        self.epoch.get().map_or(0, |f| f())
+    }
+
+    /// A peer whose layout is at least as new as ours does not list this node, which has been
+    /// a member: it was removed from the cluster (`raftchat admin members remove`), perhaps while
+    /// it was away. It stops, saying so; returns the reason when that is the case.
+    pub fn check_removed(&self, peer: NodeId, peer_says_member: bool, peer_epoch: u64) -> Option<String> {
+        let mine = self.layout_epoch();
+        if peer_says_member || peer_epoch < mine || peer_epoch == 0 || self.pristine() || !self.was_member() {
+            return None;
+        }
+        Some(self.removed(&format!("node {peer}'s cluster layout (epoch {peer_epoch}) no longer lists it")))
+    }
+
+    /// Stops this node: it was removed from the cluster; `why` says how it knows.
+    pub fn removed(&self, why: &str) -> String {
+        let me = self.me.node_id;
+        let reason = format!(
+            "node {me} was removed from cluster {c:?}: {why}. Stop it; to bring this machine back, start it on an \
+             empty data directory and run `raftchat admin members add`",
+            c = self.me.cluster_id
+        );
+        tracing::error!(%reason, "stopping: removed from the cluster");
+        self.fatal.send_replace(Some(reason.clone()));
+        reason
     }
 
     /// Resolves with the reason once this node must stop.
@@ -299,6 +347,7 @@ impl PeerPool {
             from_raft_addr: self.me.raft_addr.clone(),
             pristine: self.pristine(),
             you_are_member: self.is_member(id),
+            layout_epoch: self.layout_epoch(),
         });
         let bytes = frame::encode(&hello).map_err(|e| e.to_string())?;
         let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
@@ -310,6 +359,9 @@ impl PeerPool {
         .map_err(|e| e.to_string())?;
         match reply {
             Frame::Welcome(w) if w.node == id && w.you_are_member && self.pristine() => Err(self.lost_data(id)),
+            Frame::Welcome(w) if w.node == id && self.check_removed(id, w.you_are_member, w.layout_epoch).is_some() => {
+                Err(format!("node {} was removed from the cluster", self.me.node_id))
+            }
             Frame::Welcome(w) if w.node == id => {
                 let conn = Conn::spawn(stream, id, self.inbound.clone(), self.shutdown.clone());
                 Ok((conn, PeerInfo { api_addr: w.api_addr, pristine: w.pristine }))

@@ -281,6 +281,7 @@ async fn remove_member(State(s): State<AppState>, Path(id): Path<u64>) -> Result
     }
     meta(&s, "step 2/2 (node leaves the layout)", MetaCommand::RemoveNode { id }, move |l| !l.nodes.contains_key(&id))
         .await?;
+    s.node.tell_removed(id).await;
     Ok(Json(json!({ "id": id, "removed": true })))
 }
 

@@ -120,14 +120,17 @@ async fn grow_three_to_five_under_load_then_remove_one() -> anyhow::Result<()> {
     let spread = load(&l);
     assert!(!spread.contains_key(&1), "{spread:?}");
     assert_eq!(spread.len(), 4);
-    // Its replicas were retired: it hosts nothing but its (now idle) meta replica.
-    raftchat_tests::eventually(Duration::from_secs(30), "node 1 retired its replicas", || async {
-        let st = c.status(1).await.ok()?;
-        let hosted: Vec<u64> = st["groups"].as_array()?.iter().filter_map(|g| g["group"].as_u64()).collect();
-        (hosted == [0]).then_some(())
-    })
-    .await?;
-    c.kill(1);
+    // It was told, and stops by itself, saying why.
+    let code = c.wait_exit(1, Duration::from_secs(30)).await;
+    if code.is_none() {
+        let log = c.log(1);
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "the removed node 1 is still running; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    assert!(c.log(1).contains("node 1 was removed from cluster"), "node 1 does not say why it stopped");
 
     stop.store(true, Ordering::SeqCst);
     let acked = writer.await?;
@@ -193,5 +196,22 @@ async fn a_node_back_on_a_new_address_rejoins() -> anyhow::Result<()> {
         })
         .await?;
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_while_down_stops_when_it_comes_back() -> anyhow::Result<()> {
+    let _serial = raftchat_tests::serial().await;
+    let c = Cluster::start(Opts { nodes: 4, data_groups: 4, ..Default::default() }).await?;
+    c.kill(4);
+    admin(&c, 1, &["members", "remove", "4"])?;
+    c.restart(4)?;
+    let code = c.wait_exit(4, Duration::from_secs(60)).await;
+    assert!(code.is_some_and(|c| c != 0), "a removed node that comes back must stop: {code:?}");
+    assert!(c.log(4).contains("node 4 was removed from cluster"), "node 4 does not say why it stopped");
+    // The others did not mind.
+    let l = layout(&c, 2).await?;
+    assert_eq!(l["nodes"].as_array().map(Vec::len), Some(3), "{l}");
+    c.wait_ready(Duration::from_secs(30)).await?;
     Ok(())
 }
