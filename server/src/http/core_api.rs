@@ -8,6 +8,8 @@
 //! - `GET /internal/v1/chats/{chatId}/messages?after=&before=&limit=&consistency=` ->
 //!   `{messages, hasMore, head}`; consistency is `linearizable` (default), `local` (any
 //!   replica, this node's when it has one) or `replica` (this node's replica only).
+//! - `POST /internal/v1/sessions` `{userId}` -> `{token, userId}`: a session for any user id,
+//!   no account needed (load generators open many connections this way).
 
 use axum::extract::Path;
 use axum::extract::Query;
@@ -28,17 +30,36 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::error::JsonBody;
 use super::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/internal/v1/chats", post(create_chat))
+        .route("/internal/v1/sessions", post(session))
         .route("/internal/v1/chats/{chat_id}/messages", post(append).get(history))
 }
 
 fn parse_chat(s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s)
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "unknown_chat", format!("{s:?} is not a chat id")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SessionFor {
+    user_id: Uuid,
+}
+
+/// `POST /internal/v1/sessions {userId}` -> `{token, userId}`: a session token for any user id
+/// without an account or password, so that a load generator can open 100,000 connections
+/// without 100,000 password hashes.
+async fn session(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<SessionFor>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = s.service.session_for(req.user_id)?;
+    Ok(Json(serde_json::json!({ "token": session.token, "userId": session.user_id })))
 }
 
 #[derive(Deserialize)]

@@ -122,6 +122,15 @@ impl ChatService {
         Ok(Session { token, user_id: record.user_id, expires_ms })
     }
 
+    /// A session for any user id, without a password: the internal API's shortcut for load
+    /// generators and tests (`POST /internal/v1/sessions`, `--internal-api` only).
+    pub fn session_for(&self, user_id: Uuid) -> Result<Session, ApiError> {
+        let expires_ms = super::now_ms() + self.config.token_ttl_ms;
+        let token = crate::auth::issue_token(&self.token_secret()?, user_id, expires_ms)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        Ok(Session { token, user_id, expires_ms })
+    }
+
     /// The user of a bearer token.
     pub fn authenticate(&self, token: &str) -> Result<Uuid, ApiError> {
         crate::auth::check_token(&self.token_secret()?, token, super::now_ms())

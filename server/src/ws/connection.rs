@@ -31,7 +31,7 @@ use crate::delivery::Hub;
 use crate::presence::table::Status;
 use crate::presence::table::View;
 use crate::presence::Presence;
-use crate::service::chats::MEMBERS_LISTED_MAX;
+
 use crate::service::messages::Target;
 use crate::service::rfc3339;
 use crate::service::ChatService;
@@ -42,6 +42,8 @@ const REPLIES_MAX: usize = 256;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages read per history page while catching up.
 const CATCH_UP_PAGE: u32 = 500;
+/// Presence of members is pushed in chats of up to this many members.
+pub const PRESENCE_GROUP_MAX: u32 = 256;
 
 /// What the reader hands the loop.
 enum ToWriter {
@@ -314,9 +316,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Follows the presence of `chat`'s members and sends their current status.
+    /// Follows the presence of `chat`'s members and sends their current status; in chats of
+    /// up to [`PRESENCE_GROUP_MAX`] members only (in a larger group, every member coming online
+    /// would be a frame to every other member: quadratic; clients ask for presence there).
     async fn follow_members(&mut self, chat: Uuid) -> Result<(), String> {
-        let Ok(view) = self.service.chat_view(self.user, chat, MEMBERS_LISTED_MAX).await else { return Ok(()) };
+        let Ok(view) = self.service.chat_view(self.user, chat, PRESENCE_GROUP_MAX + 1).await else { return Ok(()) };
+        if view.member_count > PRESENCE_GROUP_MAX {
+            return Ok(());
+        }
         let others = view.members.into_iter().filter(|u| *u != self.user);
         for u in self.hub.add_contacts(self.conn, others) {
             let v = self.presence.view(&u);

@@ -25,6 +25,8 @@ use crate::http::AppState;
 /// Largest WebSocket message accepted; larger ones close the socket. Texts over the configured
 /// message limit but under this get an error frame and the socket stays open.
 pub const WS_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Read buffer of one WebSocket; longer frames grow it while they are read.
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
@@ -63,15 +65,19 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
         timing: s.timing,
     };
     let shutdown = s.shutdown.clone();
-    ws.max_message_size(WS_MESSAGE_BYTES_MAX).on_upgrade(move |socket| {
-        // Every log line of this connection carries its user.
-        let span = tracing::info_span!("ws", %user);
-        tracing::Instrument::instrument(
-            async move {
-                connection::serve(socket, user, cx, shutdown).await;
-                drop(permit);
-            },
-            span,
-        )
-    })
+    // Small buffers: tungstenite's default allocates 128 KiB per connection up front, which
+    // 100,000 connections cannot afford; chat frames are small.
+    ws.max_message_size(WS_MESSAGE_BYTES_MAX).read_buffer_size(WS_READ_BUFFER_BYTES).write_buffer_size(0).on_upgrade(
+        move |socket| {
+            // Every log line of this connection carries its user.
+            let span = tracing::info_span!("ws", %user);
+            tracing::Instrument::instrument(
+                async move {
+                    connection::serve(socket, user, cx, shutdown).await;
+                    drop(permit);
+                },
+                span,
+            )
+        },
+    )
 }
