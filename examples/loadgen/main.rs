@@ -103,6 +103,8 @@ async fn half_saturation(ctx: &scenario::Ctx) -> anyhow::Result<u64> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // 100,000 connections need as many descriptors here, and on the nodes (they inherit it).
+    // Raising the hard limit needs root (CAP_SYS_RESOURCE); otherwise the soft one goes up to it.
+    let _ = rlimit::Resource::NOFILE.set(1 << 20, 1 << 20);
     let nofile = rlimit::increase_nofile_limit(1 << 20)?;
     let mut cluster = None;
     let (urls, procs) = if args.servers.is_empty() {
@@ -133,7 +135,17 @@ async fn main() -> anyhow::Result<()> {
             };
             vec![scenario::paced(&ctx, "latency", rate, chats).await?]
         }
-        Scenario::Connections { connections, rate } => vec![scenario::connections(&ctx, connections, rate).await?],
+        Scenario::Connections { connections, rate } => {
+            // Each connection is a descriptor here and on the loaded node (which inherits this
+            // limit when the generator starts it); keep room for the active pairs and the cluster.
+            let need = connections as u64 + 1000;
+            anyhow::ensure!(
+                need <= nofile,
+                "{connections} connections need about {need} open files, but the limit here is {nofile} \
+                 (raise the hard limit: ulimit -Hn, or LimitNOFILE= in systemd)"
+            );
+            vec![scenario::connections(&ctx, connections, rate).await?]
+        }
         Scenario::Fanout { members, rate } => vec![scenario::fanout(&ctx, members, rate).await?],
         Scenario::Soak { minutes, rate } => {
             let rate = match rate {

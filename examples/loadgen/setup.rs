@@ -64,7 +64,10 @@ pub async fn create_chat(
     members: &[Uuid],
 ) -> anyhow::Result<Uuid> {
     let chat = Uuid::new_v4();
-    raftchat_tests::client::create_chat(http, &node.url, chat, kind, creator, members).await?;
+    let body =
+        serde_json::json!({ "chatId": chat, "kind": kind, "creator": creator, "members": members, "index": true });
+    let r = http.post(format!("{}/internal/v1/chats", node.url)).json(&body).send().await?;
+    anyhow::ensure!(r.status().is_success(), "create chat: {} {}", r.status(), r.text().await.unwrap_or_default());
     Ok(chat)
 }
 

@@ -2,7 +2,9 @@
 //! benchmarks and the Jepsen harness. Every write is acknowledged only after it is committed on
 //! a quorum and applied.
 //!
-//! - `POST /internal/v1/chats` `{chatId?, kind, name?, creator, members}` -> `{chatId, existed}`
+//! - `POST /internal/v1/chats` `{chatId?, kind, name?, creator, members, index?}` ->
+//!   `{chatId, existed}`; with `index`, the chat is listed in its members' chat indexes too
+//!   (their WebSocket connections then follow it).
 //! - `POST /internal/v1/chats/{chatId}/messages` `{sender, clientMsgId?, text, type?}` ->
 //!   `{chatId, seq, messageId, timestamp, duplicate}`
 //! - `GET /internal/v1/chats/{chatId}/messages?after=&before=&limit=&consistency=` ->
@@ -72,6 +74,10 @@ struct CreateChat {
     creator: Uuid,
     #[serde(default)]
     members: Vec<Uuid>,
+    /// Also list the chat in every member's chat index, as the public API does, so that the
+    /// members' WebSocket connections follow it (load generators).
+    #[serde(default)]
+    index: bool,
 }
 
 async fn create_chat(
@@ -84,6 +90,8 @@ async fn create_chat(
         other => return Err(ApiError::bad_request(format!("kind must be direct or group, not {other:?}"))),
     };
     let chat = req.chat_id.unwrap_or_else(Uuid::new_v4);
+    let mut everyone = req.members.clone();
+    everyone.push(req.creator);
     let cmd = ChatCommand::CreateChat {
         chat,
         kind,
@@ -94,6 +102,11 @@ async fn create_chat(
     };
     match submit(&s, chat, cmd).await? {
         CommandOutcome::Created { chat, existed } => {
+            if req.index {
+                everyone.sort_unstable();
+                everyone.dedup();
+                s.service.index(&everyone, chat, true).await?;
+            }
             Ok(Json(serde_json::json!({ "chatId": chat, "existed": existed })))
         }
         other => Err(unexpected(other)),

@@ -83,7 +83,7 @@ impl ChatService {
         }
     }
 
-    async fn index(&self, users: &[Uuid], chat: Uuid, present: bool) -> Result<(), ApiError> {
+    pub(crate) async fn index(&self, users: &[Uuid], chat: Uuid, present: bool) -> Result<(), ApiError> {
         let results: Vec<Result<(), ApiError>> = futures::stream::iter(users.iter().copied())
             .map(|u| async move {
                 let value = present.then(|| b"1".to_vec());
