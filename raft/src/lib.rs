@@ -13,7 +13,8 @@
 //! - [`transport`]: one multiplexed TCP connection per node pair, handshake, priority lanes.
 //! - [`network`]: openraft's `RaftNetwork` for one (group, peer) over the transport.
 //! - [`throttle`]: the node-wide limit on outgoing snapshot bytes (replica moves, catch-up).
-//! - [`node`]: a node hosting the meta group and its data groups; bootstrap; inbound RPCs.
+//! - [`node`]: a node hosting the meta group and its data groups; inbound RPCs.
+//! - [`reconcile`]: bootstrap, and following the layout: groups started, retired; removal.
 //! - [`batcher`]: proposal batching: many commands of one group ride in one Raft entry.
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
 //! - [`recovery`]: `--force-new-cluster`, when a majority is lost for good.
@@ -38,6 +39,7 @@ pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod reconcile;
 pub mod recovery;
 pub mod retention;
 pub mod router;
