@@ -133,6 +133,7 @@ impl Node {
         let bound =
             listener.local_addr().map_err(|e| RaftError::Listen { addr: config.raft_listen.clone(), source: e })?;
         let raft_addr = config.raft_advertise.clone().unwrap_or_else(|| bound.to_string());
+        crate::recovery::step_down_on_restart(&engine).await?;
         if config.force_new_cluster {
             crate::recovery::prepare(&config.data_dir, &engine, config.node_id, &raft_addr).await?;
         }

@@ -151,6 +151,32 @@ async fn force_group(engine: &LogEngine, g: GroupId, me: NodeId, raft_addr: &str
     Ok(())
 }
 
+/// A node restarts as a follower, never as the leader it was before.
+///
+/// openraft 0.9 restores a node whose stored vote is committed for itself as leader at once,
+/// without a new noop entry, and answers linearizable reads at its stored committed index. That
+/// index is not fsynced (`save_committed`), so after a whole-cluster power loss it can be older
+/// than writes this leader acknowledged, and a read could miss them: the Jepsen `lost-writes`
+/// run found exactly that (stale-read). Storing the vote back as not committed makes the node
+/// win an election first; a new leader commits a noop of its term before it serves reads.
+pub async fn step_down_on_restart(engine: &LogEngine) -> Result<(), RaftError> {
+    for g in engine.groups() {
+        let Some(bytes) = engine.group_state(g).vote else { continue };
+        let mut vote: Vote<NodeId> = decode("vote", &bytes)?;
+        if !vote.committed {
+            continue;
+        }
+        vote.committed = false;
+        let bytes = codec::encode_versioned(&vote).map_err(|e| RaftError::Storage(StorageError::codec("vote", e)))?;
+        engine
+            .save_vote(g, bytes)?
+            .wait()
+            .await
+            .map_err(|e| RaftError::Group { group: g, reason: format!("saving the vote: {e}") })?;
+    }
+    Ok(())
+}
+
 impl Node {
     /// Step 3, after start: once this node leads the meta group, the layout keeps only it.
     /// Groups placed here that have no local state start empty. Runs until done or shutdown.
@@ -203,5 +229,24 @@ impl Node {
             Ok(()) => tracing::warn!("forced recovery done: a cluster of one node; add nodes with `raftchat admin members add`, then `rebalance`"),
             Err(e) => tracing::error!(cause = %e, "forced recovery: cannot record that it is done"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restarted_leader_keeps_its_vote_but_not_its_leadership() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LogEngine::open(dir.path(), 1 << 20).unwrap();
+        let committed = codec::encode_versioned(&Vote::<NodeId>::new_committed(7, 1)).unwrap();
+        let granted = codec::encode_versioned(&Vote::<NodeId>::new(3, 2)).unwrap();
+        engine.save_vote(1, committed).unwrap().wait().await.unwrap();
+        engine.save_vote(2, granted.clone()).unwrap().wait().await.unwrap();
+        step_down_on_restart(&engine).await.unwrap();
+        let v: Vote<NodeId> = decode("vote", &engine.group_state(1).vote.unwrap()).unwrap();
+        assert_eq!(v, Vote::new(7, 1), "same term and node, not committed");
+        assert_eq!(engine.group_state(2).vote.unwrap(), granted, "an uncommitted vote is left alone");
     }
 }
