@@ -16,22 +16,13 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use raftchat_tests::client;
+use raftchat_tests::procstat::cpu_secs;
 use raftchat_tests::Cluster;
 use raftchat_tests::Opts;
 use uuid::Uuid;
 
 const CHATS: usize = 1_000;
 const MESSAGE_BYTES: usize = 200;
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
 
 async fn wal_counters(c: &Cluster) -> (u64, u64) {
     let mut f = 0;

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use raftchat_tests::procstat::cpu_secs;
+use raftchat_tests::procstat::rss_bytes;
 use serde::Serialize;
 
 /// Latencies are recorded in microseconds, up to a minute.
@@ -187,26 +189,6 @@ pub fn print_table(rows: &[Row]) {
         }
     }
     println!("(latencies in ms; cpu us/m: server CPU microseconds per acknowledged message, all nodes)");
-}
-
-/// CPU seconds (user + system) of a process.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Resident memory of a process in bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// The node processes when the generator started the cluster itself.

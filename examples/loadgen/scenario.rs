@@ -219,7 +219,7 @@ pub async fn connections(ctx: &Ctx, n: usize, rate: u64) -> anyhow::Result<Row> 
     let stats = Arc::new(Stats::new());
     let first = ctx.node(0);
     let pid = ctx.procs.0.first().copied();
-    let rss_before = pid.map(crate::report::rss_bytes);
+    let rss_before = pid.map(raftchat_tests::procstat::rss_bytes);
     let bar = indicatif::ProgressBar::new(n as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("connecting {bar:30} {pos}/{len} ({per_sec})")
@@ -229,7 +229,7 @@ pub async fn connections(ctx: &Ctx, n: usize, rate: u64) -> anyhow::Result<Row> 
     let (idle_conns, setup_rate) = connect_all(&ctx.http, &idle, &stats, Some(&bar)).await?;
     bar.finish_and_clear();
     tokio::time::sleep(WARMUP).await;
-    let rss_after = pid.map(crate::report::rss_bytes);
+    let rss_after = pid.map(raftchat_tests::procstat::rss_bytes);
     // 100 active pairs: senders on the other nodes, recipients on the loaded one.
     let pairs = 100usize;
     let mut senders = Vec::new();

@@ -7,12 +7,14 @@
 //! - [`client`]: the core HTTP API (create chat, append, history).
 //! - [`proxy`]: a userspace TCP proxy per node for partitions between nodes.
 //! - [`chat`]: the chat API client (REST and WebSocket), also used by examples.
+//! - [`procstat`]: CPU time and memory of a process, for benchmarks.
 //!
 //! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
 
 pub mod chat;
 pub mod client;
 mod cluster;
+pub mod procstat;
 pub mod proxy;
 
 pub use cluster::binary;

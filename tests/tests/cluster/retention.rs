@@ -30,6 +30,17 @@ fn du(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Bytes of (wal/, snapshots/, state/) of every node.
+fn sizes(c: &Cluster) -> Vec<(u64, u64, u64)> {
+    c.ids()
+        .iter()
+        .map(|id| {
+            let d = c.data_dir(*id);
+            (du(&d.join("wal")), du(&d.join("snapshots")), du(&d.join("state")))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_history_everywhere_and_frees_disk() -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
@@ -60,14 +71,7 @@ async fn retention_deletes_old_history_everywhere_and_frees_disk() -> anyhow::Re
     for r in appends {
         r?;
     }
-    let before: Vec<(u64, u64, u64)> = c
-        .ids()
-        .iter()
-        .map(|id| {
-            let d = c.data_dir(*id);
-            (du(&d.join("wal")), du(&d.join("snapshots")), du(&d.join("state")))
-        })
-        .collect();
+    let before = sizes(&c);
     eprintln!("before (wal, snapshots, state) per node: {before:?}");
 
     let out = admin(&c, &["retention", "set", "--max-messages", "10"])?;
@@ -103,15 +107,6 @@ async fn retention_deletes_old_history_everywhere_and_frees_disk() -> anyhow::Re
     }
 
     // Disk: the log is purged and the snapshots shrink on every node, without a restart.
-    let sizes = |c: &Cluster| -> Vec<(u64, u64, u64)> {
-        c.ids()
-            .iter()
-            .map(|id| {
-                let d = c.data_dir(*id);
-                (du(&d.join("wal")), du(&d.join("snapshots")), du(&d.join("state")))
-            })
-            .collect()
-    };
     let res = raftchat_tests::eventually(Duration::from_secs(60), "log purged and snapshots shrunk", || async {
         let now = sizes(&c);
         // The log keeps a few entries per group, in the last few 1-MiB segments at most.
