@@ -21,6 +21,7 @@ use crate::command::Rejection;
 use crate::command::CHAT_NAME_MAX;
 use crate::command::CLIENT_MSG_ID_MAX;
 use crate::command::MEMBERS_MAX;
+use crate::command::PUT_MANY_MAX;
 use crate::command::TRIM_MAX;
 
 /// Replicated keys under this prefix announce their changes (a user's chat index).
@@ -147,6 +148,15 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             let event =
                 key.starts_with(NOTIFY_KEY_PREFIX).then(|| Applied::Key { key: key.clone(), present: value.is_some() });
             Ok((CommandOutcome::Put, event))
+        }
+        ChatCommand::PutMany { puts } => {
+            if puts.len() > PUT_MANY_MAX {
+                return reject(Rejection::Invalid(format!("at most {PUT_MANY_MAX} keys per command")));
+            }
+            for (key, value) in puts {
+                w.kv_put(key, value.clone());
+            }
+            Ok((CommandOutcome::Put, None))
         }
         ChatCommand::Restore { records, require_empty } => restore(w, records, *require_empty),
         ChatCommand::Trim { chat, through_seq } => {

@@ -18,6 +18,8 @@ pub const CHAT_NAME_MAX: usize = 256;
 pub const MEMBERS_MAX: usize = 10_000;
 /// Messages one `Trim` command deletes at most, so that one apply stays short.
 pub const TRIM_MAX: usize = 5_000;
+/// Keys one `PutMany` sets at most.
+pub const PUT_MANY_MAX: usize = 4_096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatCommand {
@@ -48,6 +50,9 @@ pub enum ChatCommand {
     /// Deletes a chat's messages with seq <= `through_seq`, at most [`TRIM_MAX`] per command
     /// (history retention; the group's leader decides `through_seq` from its clock).
     Trim { chat: ChatId, through_seq: u64 },
+    /// Sets or clears several replicated keys at once (push notification records with their
+    /// chat cursors), at most [`PUT_MANY_MAX`].
+    PutMany { puts: Vec<(Vec<u8>, Option<Vec<u8>>)> },
     /// An `Append` at a seq the gateway chose: the `seq_at_gateway` negative control. Last, so
     /// that it shifts no other variant's encoding.
     #[cfg(feature = "unsafe-knobs")]
@@ -64,7 +69,7 @@ impl ChatCommand {
             | ChatCommand::Append { chat, .. }
             | ChatCommand::Receipt { chat, .. }
             | ChatCommand::Trim { chat, .. } => Some(*chat),
-            ChatCommand::Put { .. } | ChatCommand::Restore { .. } => None,
+            ChatCommand::Put { .. } | ChatCommand::Restore { .. } | ChatCommand::PutMany { .. } => None,
             #[cfg(feature = "unsafe-knobs")]
             ChatCommand::AppendAt { append, .. } => append.chat(),
         }

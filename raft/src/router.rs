@@ -309,10 +309,26 @@ pub fn execute(state: &raftchat_storage::chat_store::GroupState, query: &ReadQue
             Ok(ReadResult::Member(state.member(chat, user)?))
         }
         ReadQuery::Key { key } => Ok(ReadResult::Key(state.kv_get(key)?)),
-        ReadQuery::KeyPrefix { prefix, limit } => {
-            let mut keys = state.kv_scan(prefix)?;
-            keys.truncate(*limit as usize);
-            Ok(ReadResult::Keys(keys))
+        ReadQuery::KeyPrefix { prefix, limit } => Ok(ReadResult::Keys(state.kv_scan(prefix, None, *limit as usize)?)),
+        ReadQuery::KeysAfter { prefix, after, limit } => {
+            Ok(ReadResult::Keys(state.kv_scan(prefix, Some(after), *limit as usize)?))
+        }
+        ReadQuery::ChatsPastCursor { after, cursor_prefix, limit } => {
+            let limit = (*limit).clamp(1, 10_000) as usize;
+            let page = state.chats_after(*after, limit)?;
+            let next = (page.len() == limit).then(|| page.last().map(|(c, _)| *c)).flatten();
+            let mut chats = Vec::new();
+            for (chat, header) in page {
+                let head = header.next_seq.saturating_sub(1);
+                let mut key = cursor_prefix.clone();
+                key.extend_from_slice(chat.as_bytes());
+                let cursor =
+                    state.kv_get(&key)?.and_then(|v| v.as_slice().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0);
+                if head > cursor {
+                    chats.push((chat, head, cursor));
+                }
+            }
+            Ok(ReadResult::ChatsPastCursor { chats, next })
         }
     }
 }

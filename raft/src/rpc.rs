@@ -106,13 +106,31 @@ pub enum ReadQuery {
     Key { key: Vec<u8> },
     /// Replicated keys starting with `prefix`, at most `limit`.
     KeyPrefix { prefix: Vec<u8>, limit: u32 },
+    /// Replicated keys starting with `prefix` after `after` (exclusive), at most `limit`: paging.
+    KeysAfter { prefix: Vec<u8>, after: Vec<u8>, limit: u32 },
+    /// Chats after `after` whose newest seq is past a per-chat cursor kept under the replicated
+    /// key `cursor_prefix + chat id` (8 bytes big-endian; missing = 0). Looks at `limit` chats;
+    /// `next` continues the scan.
+    ChatsPastCursor { after: Option<ChatId>, cursor_prefix: Vec<u8>, limit: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadResult {
-    History { messages: Vec<MessageRecord>, has_more: bool, head: u64 },
-    Chat { header: ChatHeader, members: Vec<(UserId, Member)> },
+    History {
+        messages: Vec<MessageRecord>,
+        has_more: bool,
+        head: u64,
+    },
+    Chat {
+        header: ChatHeader,
+        members: Vec<(UserId, Member)>,
+    },
     Member(Option<Member>),
     Key(Option<Vec<u8>>),
     Keys(Vec<(Vec<u8>, Vec<u8>)>),
+    /// (chat, newest seq, cursor) of chats past their cursor; `next`: where to go on.
+    ChatsPastCursor {
+        chats: Vec<(ChatId, u64, u64)>,
+        next: Option<ChatId>,
+    },
 }

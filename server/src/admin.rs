@@ -58,6 +58,16 @@ enum Verb {
         #[command(subcommand)]
         verb: crate::admin_retention::RetentionVerb,
     },
+    /// Media blobs: counts, bytes, copies.
+    Media {
+        #[command(subcommand)]
+        verb: crate::admin_media::MediaVerb,
+    },
+    /// Push notifications that failed every attempt: list them, or send them again.
+    Dlq {
+        #[command(subcommand)]
+        verb: crate::admin_dlq::DlqVerb,
+    },
     /// Load a backup into a fresh cluster with the same number of data groups.
     Restore {
         #[arg(long = "in")]
@@ -111,6 +121,8 @@ pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
         Verb::Backup { out } => crate::admin_backup::backup(&a, &out).await?,
         Verb::Restore { input, resume } => crate::admin_backup::restore(&a, &input, resume).await?,
         Verb::Retention { verb } => crate::admin_retention::retention(&a, verb).await?,
+        Verb::Media { verb } => crate::admin_media::media(&a, verb).await?,
+        Verb::Dlq { verb } => crate::admin_dlq::dlq(&a, verb).await?,
     }
     Ok(())
 }

@@ -98,6 +98,32 @@ pub struct NodeArgs {
     /// How often each group's leader applies the history retention policy, in seconds [default: 60].
     #[arg(long, env = "RAFTCHAT_RETENTION_SWEEP_SECS")]
     pub retention_sweep_secs: Option<u64>,
+    /// Largest media upload in MiB [default: 100].
+    #[arg(long, env = "RAFTCHAT_MEDIA_MAX_MIB")]
+    pub media_max_mib: Option<u64>,
+    /// Seconds an uploaded blob that no message references is kept [default: 86400].
+    #[arg(long, env = "RAFTCHAT_MEDIA_GRACE_SECS")]
+    pub media_grace_secs: Option<u64>,
+    /// Seconds between passes that restore missing media copies and collect unreferenced
+    /// uploads [default: 60].
+    #[arg(long, env = "RAFTCHAT_MEDIA_REPAIR_SECS")]
+    pub media_repair_secs: Option<u64>,
+    /// Push notifications for offline users are POSTed here (http://host:port/path); unset, push
+    /// is off.
+    #[arg(long, env = "RAFTCHAT_PUSH_WEBHOOK")]
+    pub push_webhook: Option<String>,
+    /// Key of the HMAC-SHA256 signature on every push body (at least 16 characters).
+    #[arg(long, env = "RAFTCHAT_PUSH_SECRET", hide_env_values = true)]
+    pub push_secret: Option<String>,
+    /// Attempts before a push notification goes to the dead-letter queue [default: 8].
+    #[arg(long, env = "RAFTCHAT_PUSH_MAX_ATTEMPTS")]
+    pub push_max_attempts: Option<u32>,
+    /// First retry delay in ms, doubled per attempt, with jitter [default: 1000].
+    #[arg(long, env = "RAFTCHAT_PUSH_RETRY_BASE_MS")]
+    pub push_retry_base_ms: Option<u64>,
+    /// Longest retry delay in ms [default: 300000].
+    #[arg(long, env = "RAFTCHAT_PUSH_RETRY_MAX_MS")]
+    pub push_retry_max_ms: Option<u64>,
     /// Async runtime worker threads [default: the number of cores].
     #[arg(long, env = "RAFTCHAT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -164,6 +190,8 @@ pub struct NodeConfig {
     pub failure_detect_ms: u64,
     pub internal_api: bool,
     pub admin_token: Option<String>,
+    pub media: crate::media::MediaConfig,
+    pub push: crate::push::PushConfig,
     /// Deliberate bugs to enable (see `raftchat_storage::unsafe_knobs`).
     pub unsafe_knobs: Vec<Knob>,
 }
@@ -194,6 +222,8 @@ impl NodeArgs {
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
         merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
+        merge!(self, file, media_max_mib, media_grace_secs, media_repair_secs);
+        merge!(self, file, push_webhook, push_secret, push_max_attempts, push_retry_base_ms, push_retry_max_ms);
         self.internal_api |= file.internal_api;
         Ok(self)
     }
@@ -255,7 +285,15 @@ impl NodeArgs {
                 ));
             }
         }
+        let push = push_config(
+            self.push_webhook,
+            self.push_secret,
+            self.push_max_attempts,
+            self.push_retry_base_ms,
+            self.push_retry_max_ms,
+        )?;
         Ok(NodeConfig {
+            push,
             core,
             listen,
             max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024),
@@ -270,9 +308,41 @@ impl NodeArgs {
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
             internal_api: self.internal_api,
             admin_token: self.admin_token,
+            media: crate::media::MediaConfig {
+                max_bytes: self.media_max_mib.unwrap_or(100).max(1).saturating_mul(1024 * 1024),
+                grace: std::time::Duration::from_secs(self.media_grace_secs.unwrap_or(86_400)),
+                repair_every: std::time::Duration::from_secs(self.media_repair_secs.unwrap_or(60).max(1)),
+            },
             unsafe_knobs: knobs(&self.unsafe_knobs, self.i_know_this_is_unsafe)?,
         })
     }
+}
+
+fn push_config(
+    webhook: Option<String>,
+    secret: Option<String>,
+    max_attempts: Option<u32>,
+    base_ms: Option<u64>,
+    max_ms: Option<u64>,
+) -> Result<crate::push::PushConfig, ConfigError> {
+    if let Some(url) = &webhook {
+        if !url.starts_with("http://") {
+            return Err(ConfigError::Invalid(format!(
+                "--push-webhook {url:?}: only http:// URLs are supported (terminate TLS in a local proxy)"
+            )));
+        }
+        if secret.as_ref().is_none_or(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid("--push-webhook needs --push-secret of at least 16 characters".into()));
+        }
+    }
+    let base = base_ms.unwrap_or(1000).max(10);
+    Ok(crate::push::PushConfig {
+        webhook,
+        secret: secret.unwrap_or_default(),
+        max_attempts: max_attempts.unwrap_or(8).max(1),
+        retry_base: std::time::Duration::from_millis(base),
+        retry_max: std::time::Duration::from_millis(max_ms.unwrap_or(300_000).max(base)),
+    })
 }
 
 /// Checks `--unsafe-knob` names: refused unless the build has the feature and the operator

@@ -16,6 +16,8 @@
 
 mod admin;
 mod admin_backup;
+mod admin_dlq;
+mod admin_media;
 mod admin_members;
 mod admin_retention;
 mod api;
@@ -24,8 +26,10 @@ mod config;
 mod delivery;
 mod dev;
 mod http;
+mod media;
 mod metrics;
 mod presence;
+mod push;
 mod run;
 mod service;
 mod ws;

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub presence_users: Gauge,
     pub presence_entries: Gauge,
     pub rate_limited: Counter,
+    pub media_uploaded_bytes: Counter,
+    pub media_copies_restored: Counter,
 }
 
 impl Metrics {
@@ -85,6 +87,8 @@ impl Metrics {
             presence_users: Gauge::default(),
             presence_entries: Gauge::default(),
             rate_limited: Counter::default(),
+            media_uploaded_bytes: Counter::default(),
+            media_copies_restored: Counter::default(),
             registry: Registry::default(),
         };
         let build: Family<VersionLabel, Gauge> = Family::default();
@@ -152,6 +156,16 @@ impl Metrics {
         r.register("raftchat_presence_users", "Users in the presence table", m.presence_users.clone());
         r.register("raftchat_presence_entries", "Entries in the presence table", m.presence_entries.clone());
         r.register("raftchat_rate_limited", "Sends refused by per-user rate limits", m.rate_limited.clone());
+        r.register(
+            "raftchat_media_uploaded_bytes",
+            "Bytes of media uploads acknowledged",
+            m.media_uploaded_bytes.clone(),
+        );
+        r.register(
+            "raftchat_media_copies_restored",
+            "Media copies made by the repair pass",
+            m.media_copies_restored.clone(),
+        );
         Arc::new(Metrics { registry: r, ..m })
     }
 

@@ -94,6 +94,11 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         heartbeat_timeout: Duration::from_secs(cfg.heartbeat_secs),
         away_after: Duration::from_secs(cfg.away_secs),
     };
+    let blobs = raftchat_storage::blobs::BlobStore::open(&cfg.core.data_dir)
+        .with_context(|| format!("cannot open the media store in {}", cfg.core.data_dir.display()))?;
+    let media = crate::media::Media::start(Arc::new(blobs), service.clone(), cfg.media.clone(), shutdown.clone());
+    let push = crate::push::Push::new(service.clone(), presence.clone(), cfg.push.clone());
+    tokio::spawn(push.clone().run(shutdown.clone()));
     let state = http::AppState {
         node: node.clone(),
         service,
@@ -103,6 +108,8 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         presence,
         timing,
         metrics,
+        media,
+        push,
     };
     let app = http::routes(state, cfg.internal_api, cfg.admin_token.clone());
     let mut sd = shutdown.clone();

@@ -250,11 +250,24 @@ impl GroupState {
         Ok(self.tree().get(kv_key(key))?.map(|v| v.to_vec()))
     }
 
-    /// Every `K` entry whose key starts with `prefix`.
-    pub fn kv_scan(&self, prefix: &[u8]) -> Result<KvPairs, StorageError> {
+    /// `K` entries whose key starts with `prefix`, after `after` (exclusive) when given, in key
+    /// order, at most `limit`.
+    pub fn kv_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KvPairs, StorageError> {
         let mut out = Vec::new();
-        for kv in self.tree().scan_prefix(kv_key(prefix)) {
+        let start = match after {
+            Some(a) if a > prefix => {
+                let mut k = kv_key(a);
+                k.push(0);
+                k
+            }
+            _ => kv_key(prefix),
+        };
+        let prefix_key = kv_key(prefix);
+        for kv in self.tree().range(start..) {
             let (k, v) = kv?;
+            if !k.starts_with(&prefix_key) || out.len() >= limit {
+                break;
+            }
             out.push((k[1..].to_vec(), v.to_vec()));
         }
         Ok(out)

@@ -14,6 +14,7 @@
 //! - [`restore`]: writing a backed-up group's records into a fresh group.
 //! - [`compact`]: offline compaction of the state database (`--compact-state`).
 //! - [`retention`]: finding and deleting a chat's oldest messages (history retention).
+//! - [`blobs`]: media blobs, content-addressed by SHA-256, in checksummed 1 MiB chunk files.
 //! - [`unsafe_knobs`]: deliberate bugs for the Jepsen negative controls (feature `unsafe-knobs`).
 //!
 //! Layout of a data directory:
@@ -23,11 +24,14 @@
 //! wal/<id>.wal         Raft log segments of every group
 //! state/               sled database: one tree per group generation + the `current` tree
 //! snapshots/g<group>/  the current snapshot file of each group
+//! media/blobs/<aa>/<sha256>/  MANIFEST + chunk files of each media blob this node holds
+//! media/incoming/      uploads and copies in progress (cleared at start-up)
 //! ```
 
 // openraft's error types are large by design; boxing them at every call site buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod blobs;
 pub mod chat_store;
 pub mod codec;
 pub mod compact;

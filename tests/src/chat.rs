@@ -27,6 +27,18 @@ impl std::fmt::Display for ApiErr {
 
 impl std::error::Error for ApiErr {}
 
+/// A JSON answer, or its error as an [`ApiErr`].
+pub(crate) async fn answer(resp: reqwest::Response) -> anyhow::Result<Value> {
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        let code = v["error"]["code"].as_str().unwrap_or("").to_string();
+        let message = v["error"]["message"].as_str().unwrap_or("").to_string();
+        return Err(ApiErr { status, code, message }.into());
+    }
+    Ok(v)
+}
+
 /// REST calls against one node.
 #[derive(Clone)]
 pub struct Api {
@@ -63,15 +75,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status >= 400 {
-            let code = v["error"]["code"].as_str().unwrap_or("").to_string();
-            let message = v["error"]["message"].as_str().unwrap_or("").to_string();
-            return Err(ApiErr { status, code, message }.into());
-        }
-        Ok(v)
+        answer(req.send().await?).await
     }
 
     pub async fn register(&self, username: &str, password: &str) -> anyhow::Result<Uuid> {

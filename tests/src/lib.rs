@@ -7,6 +7,8 @@
 //! - [`client`]: the core HTTP API (create chat, append, history).
 //! - [`proxy`]: a userspace TCP proxy per node for partitions between nodes.
 //! - [`chat`]: the chat API client (REST and WebSocket), also used by examples.
+//! - [`media`]: uploads and downloads of media through that client.
+//! - [`webhook`]: a local webhook receiver that can fail on command (push notifications).
 //! - [`procstat`]: CPU time and memory of a process, for benchmarks.
 //!
 //! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
@@ -14,8 +16,10 @@
 pub mod chat;
 pub mod client;
 mod cluster;
+pub mod media;
 pub mod procstat;
 pub mod proxy;
+pub mod webhook;
 
 pub use cluster::binary;
 pub use cluster::release_binary;

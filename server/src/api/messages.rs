@@ -15,6 +15,8 @@ use super::AuthUser;
 use crate::http::error::ApiError;
 use crate::http::error::JsonBody;
 use crate::http::AppState;
+use crate::service::media::decode_body;
+use crate::service::media::MediaRef;
 use crate::service::messages::Target;
 use crate::service::rfc3339;
 
@@ -28,9 +30,11 @@ pub struct Send {
     #[serde(rename = "type", default)]
     kind: Option<String>,
     client_msg_id: Option<String>,
+    /// For type image, video or file: `{mediaId, mime, size, name, width?, height?}`.
+    media: Option<MediaRef>,
 }
 
-/// `POST /api/v1/messages {toUserId | groupId | chatId, message, type, clientMsgId?}`; answers
+/// `POST /api/v1/messages {toUserId | groupId | chatId, message, type, clientMsgId?, media?}`; answers
 /// only after the message is committed on a quorum.
 pub async fn send(
     State(s): State<AppState>,
@@ -42,8 +46,8 @@ pub async fn send(
         (None, Some(c)) => Target::Chat(c),
         _ => return Err(ApiError::bad_request("name exactly one of toUserId, groupId or chatId")),
     };
-    let sent =
-        s.service.send(me, target, req.message, req.kind.as_deref().unwrap_or("text"), req.client_msg_id).await?;
+    let kind = req.kind.as_deref().unwrap_or("text");
+    let sent = s.service.send(me, target, req.message, kind, req.client_msg_id, req.media).await?;
     Ok(Json(serde_json::json!({
         "messageId": sent.message_id,
         "chatId": sent.chat,
@@ -74,6 +78,8 @@ pub struct MessageJson {
     #[serde(rename = "type")]
     kind: String,
     message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<MediaRef>,
     client_msg_id: String,
     timestamp: String,
     /// For the caller's own messages: `sent`, `delivered` (to every other member) or `read`.
@@ -82,6 +88,7 @@ pub struct MessageJson {
 }
 
 pub fn message_json(chat: Uuid, m: MessageRecord) -> MessageJson {
+    let (message, media) = decode_body(&m.kind, m.body);
     MessageJson {
         status: None,
         message_id: m.message_id,
@@ -89,7 +96,8 @@ pub fn message_json(chat: Uuid, m: MessageRecord) -> MessageJson {
         seq: m.seq,
         from: m.sender,
         kind: m.kind,
-        message: m.body,
+        message,
+        media,
         client_msg_id: m.client_msg_id,
         timestamp: rfc3339(m.ts_ms),
     }

@@ -3,12 +3,14 @@
 //! - [`users`]: `POST /users`, `POST /sessions`.
 //! - [`chats`]: `POST /chats`, `GET /chats`, `GET /chats/{id}`, members, `POST /chats/{id}/read`.
 //! - [`messages`]: `POST /messages`, `GET /messages/{chatId}`.
+//! - [`media`]: `POST /media`, `GET /media/{mediaId}`.
 //! - [`openapi`]: `GET /openapi.json`.
 //!
 //! Every call but registration, login and the OpenAPI document needs a bearer token
 //! (`Authorization: Bearer <token>`, or `?token=`).
 
 pub mod chats;
+pub mod media;
 pub mod messages;
 pub mod openapi;
 pub mod presence;
@@ -38,6 +40,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/chats/{chat_id}/read", post(chats::read))
         .route("/api/v1/messages", post(messages::send))
         .route("/api/v1/messages/{chat_id}", get(messages::history))
+        // Uploads stream to disk under their own size limit (--media-max-mib).
+        .route("/api/v1/media", post(media::upload).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route("/api/v1/media/{media_id}", get(media::download))
         .route("/api/v1/presence", post(presence::set))
         .route("/api/v1/presence/{user_id}", get(presence::get))
         .route("/api/v1/openapi.json", get(openapi::document))

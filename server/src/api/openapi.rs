@@ -43,7 +43,11 @@ pub async fn document() -> Json<serde_json::Value> {
                 "Message": { "type": "object", "properties": {
                     "messageId": { "type": "string", "format": "uuid" }, "chatId": { "type": "string", "format": "uuid" },
                     "seq": { "type": "integer" }, "from": { "type": "string", "format": "uuid" }, "type": { "type": "string" },
-                    "message": { "type": "string" }, "clientMsgId": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" } } }
+                    "message": { "type": "string" }, "media": { "$ref": "#/components/schemas/MediaRef" },
+                    "clientMsgId": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" } } },
+                "MediaRef": { "type": "object", "required": ["mediaId", "mime", "size", "name"], "properties": {
+                    "mediaId": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "mime": { "type": "string" }, "size": { "type": "integer" },
+                    "name": { "type": "string" }, "width": { "type": "integer" }, "height": { "type": "integer" } } }
             }
         },
         "paths": {
@@ -80,9 +84,19 @@ pub async fn document() -> Json<serde_json::Value> {
             "/messages": { "post": { "summary": "Send; answers after the quorum commit", "security": secured,
                 "requestBody": body(json!({ "type": "object", "required": ["message"], "properties": {
                     "toUserId": { "type": "string", "format": "uuid" }, "groupId": { "type": "string", "format": "uuid" }, "chatId": { "type": "string", "format": "uuid" },
-                    "message": { "type": "string" }, "type": { "type": "string", "enum": ["text", "image", "video", "file"] }, "clientMsgId": { "type": "string", "maxLength": 128 } } })),
+                    "message": { "type": "string" }, "type": { "type": "string", "enum": ["text", "image", "video", "file"] }, "clientMsgId": { "type": "string", "maxLength": 128 },
+                    "media": { "$ref": "#/components/schemas/MediaRef" } } })),
                 "responses": { "200": ok(json!({ "type": "object", "properties": { "messageId": { "type": "string" }, "chatId": { "type": "string" }, "seq": { "type": "integer" }, "timestamp": { "type": "string" }, "status": { "type": "string", "enum": ["sent"] } } })),
                     "400": err(), "403": err(), "404": err(), "413": err(), "429": err(), "503": err(), "504": err() } } },
+            "/media": { "post": { "summary": "Upload a file (raw body or multipart/form-data); answers once two copies are durable", "security": secured,
+                "parameters": [{ "name": "name", "in": "query", "schema": { "type": "string" } }],
+                "requestBody": { "required": true, "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } } },
+                "responses": { "201": ok(json!({ "type": "object", "properties": { "mediaId": { "type": "string" }, "sha256": { "type": "string" }, "size": { "type": "integer" }, "mime": { "type": "string" }, "name": { "type": "string" } } })),
+                    "400": err(), "401": err(), "413": err(), "503": err() } } },
+            "/media/{mediaId}": { "get": { "summary": "Download, whole or one byte range (Range: bytes=a-b)", "security": secured,
+                "parameters": [{ "name": "mediaId", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "the content" }, "206": { "description": "the requested range" },
+                    "403": err(), "404": err(), "416": err(), "503": err() } } },
             "/messages/{chatId}": { "get": { "summary": "History", "security": secured,
                 "parameters": [chat_param(),
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 50, "maximum": 1000 } },

@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/internal/v1/status", get(status))
         .route("/internal/v1/presence", get(presence))
+        .route("/internal/v1/push", get(push))
         .route("/metrics", get(metrics))
         .route("/internal/v1/cluster", get(cluster))
 }
@@ -30,6 +31,11 @@ pub fn unauthenticated_routes() -> Router<AppState> {
 /// The presence table: size, version, entries per owner node, gossip bytes.
 async fn presence(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.presence.stats())
+}
+
+/// This node's push notifier counters.
+async fn push(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "enabled": s.push.enabled(), "stats": s.push.stats.json() }))
 }
 
 #[derive(serde::Deserialize)]

@@ -7,13 +7,17 @@
 //! - [`admin_api`]: membership and replica moves behind `raftchat admin`; [`backup_api`]: backup
 //!   and restore; [`retention_api`]: history retention. Both are served with `--internal-api` or `--admin-token`, and with a token only
 //!   to requests that carry it (`Authorization: Bearer <token>`).
+//! - [`blob_api`]: media blob copies between nodes (peer token).
+//! - [`push_api`]: the push notification dead-letter queue (admin API).
 //! - [`error`]: API errors and the JSON body extractor.
 
 pub mod admin_api;
 pub mod backup_api;
+pub mod blob_api;
 pub mod core_api;
 pub mod error;
 pub mod health;
+pub mod push_api;
 pub mod retention_api;
 
 use std::sync::Arc;
@@ -47,6 +51,8 @@ pub struct AppState {
     pub presence: Arc<crate::presence::Presence>,
     pub timing: crate::ws::connection::Timing,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub media: Arc<crate::media::Media>,
+    pub push: Arc<crate::push::Push>,
 }
 
 pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) -> Router {
@@ -59,6 +65,7 @@ pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) 
         router = router.merge(admin_routes(admin_token));
     }
     router
+        .merge(blob_api::routes(state.clone()))
         .merge(crate::api::routes())
         .merge(crate::ws::routes())
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
@@ -67,7 +74,11 @@ pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) 
 
 /// The admin API; with a token, only for requests that carry it.
 fn admin_routes(token: Option<String>) -> Router<AppState> {
-    let routes = admin_api::routes().merge(backup_api::routes()).merge(retention_api::routes());
+    let routes = admin_api::routes()
+        .merge(backup_api::routes())
+        .merge(retention_api::routes())
+        .route("/internal/v1/admin/media", axum::routing::get(blob_api::admin_list))
+        .merge(push_api::routes());
     match token {
         None => routes,
         Some(t) => {
@@ -89,7 +100,7 @@ fn admin_routes(token: Option<String>) -> Router<AppState> {
 }
 
 /// Compares without an early exit, so response time does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -38,6 +38,7 @@ impl ChatService {
         text: String,
         kind: &str,
         client_msg_id: Option<String>,
+        media: Option<super::media::MediaRef>,
     ) -> Result<Sent, ApiError> {
         if text.len() > self.config.max_text_bytes {
             return Err(ApiError::new(
@@ -57,9 +58,20 @@ impl ChatService {
             self.metrics.rate_limited.inc();
             return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many messages; slow down"));
         }
+        let blob = self.check_media_ref(me, kind, media.as_ref()).await?;
         let chat = match target {
             Target::Chat(c) => c,
             Target::User(u) => self.direct_chat(me, u).await?,
+        };
+        let body = match (&blob, &media) {
+            (Some(sha), Some(m)) => {
+                // Before the message: a member who sees it may download at once. A reference
+                // left by a send that then fails grants the chat's members nothing they could
+                // not be sent again.
+                self.reference_media(sha, chat).await?;
+                super::media::encode_body(&text, m)
+            }
+            _ => text,
         };
         let cmd = ChatCommand::Append {
             chat,
@@ -68,7 +80,7 @@ impl ChatService {
             message_id: Uuid::new_v4(),
             ts_ms: super::now_ms(),
             kind: kind.to_string(),
-            body: text,
+            body,
         };
         #[cfg(feature = "unsafe-knobs")]
         let cmd = match self.unsafe_plan(chat, cmd).await? {

@@ -3,6 +3,7 @@
 //! - [`users`]: accounts and sessions.
 //! - [`chats`]: direct and group chats, members, each user's chat index.
 //! - [`messages`]: sending, history, receipts.
+//! - [`media`]: media records, references and download rights (the blobs are in [`crate::media`]).
 //! - [`rate`]: per-user token buckets.
 //!
 //! Where things live: a chat, its members, messages and receipts in the chat's group; a user's
@@ -11,6 +12,7 @@
 //! the user's home group, so that listing a user's chats reads one group.
 
 pub mod chats;
+pub mod media;
 pub mod messages;
 pub mod rate;
 #[cfg(feature = "unsafe-knobs")]

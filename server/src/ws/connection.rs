@@ -241,14 +241,14 @@ async fn handle(frame: ClientFrame, user: Uuid, service: &ChatService) -> ToWrit
             ToWriter::Frame(ServerFrame::error("internal", "frame handled by the reader loop", None))
         }
         ClientFrame::Sync { chats } => ToWriter::Sync(chats),
-        ClientFrame::Message { to, chat_id, text, client_msg_id, kind } => {
+        ClientFrame::Message { to, chat_id, text, client_msg_id, kind, media } => {
             let reference = client_msg_id.clone().unwrap_or_else(|| "message".into());
             let target = match (to, chat_id) {
                 (Some(u), _) => Target::User(u),
                 (None, Some(c)) => Target::Chat(c),
                 (None, None) => return ToWriter::Frame(ServerFrame::error("bad_frame", "no target", Some(reference))),
             };
-            match service.send(user, target, text, &kind, client_msg_id).await {
+            match service.send(user, target, text, &kind, client_msg_id, media).await {
                 Ok(s) => ToWriter::Frame(ServerFrame::Ack {
                     client_msg_id: s.client_msg_id,
                     chat_id: s.chat,
@@ -387,12 +387,14 @@ impl Writer {
         let metrics = &self.service.metrics;
         metrics.messages_delivered.inc();
         metrics.delivery_latency.observe(crate::service::now_ms().saturating_sub(m.ts_ms) as f64 / 1000.0);
+        let (text, media) = crate::service::media::decode_body(&m.kind, m.body);
         self.send(ServerFrame::Message {
             chat_id: chat,
             seq: m.seq,
             message_id: m.message_id,
             from: m.sender,
-            text: m.body,
+            text,
+            media,
             message_type: m.kind,
             client_msg_id: m.client_msg_id,
             timestamp: rfc3339(m.ts_ms),

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::service::media::MediaRef;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
     Message {
@@ -18,6 +20,7 @@ pub enum ClientFrame {
         text: String,
         client_msg_id: Option<String>,
         kind: String,
+        media: Option<MediaRef>,
     },
     Delivered {
         chat_id: Uuid,
@@ -57,6 +60,7 @@ struct MessageFields {
     text: String,
     client_msg_id: Option<String>,
     message_type: Option<String>,
+    media: Option<MediaRef>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +122,7 @@ impl ClientFrame {
                     text: f.text,
                     client_msg_id: f.client_msg_id,
                     kind: f.message_type.unwrap_or_else(|| "text".into()),
+                    media: f.media,
                 })
             }
             "delivered" | "read" => {
@@ -172,6 +177,8 @@ pub enum ServerFrame {
         from: Uuid,
         text: String,
         message_type: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media: Option<MediaRef>,
         client_msg_id: String,
         timestamp: String,
     },
@@ -234,7 +241,8 @@ mod tests {
                 chat_id: None,
                 text: "Hi".into(),
                 client_msg_id: None,
-                kind: "text".into()
+                kind: "text".into(),
+                media: None,
             }
         );
         let f = ClientFrame::parse(&format!(r#"{{"type":"sync","chats":{{"{u}":7}}}}"#)).unwrap();

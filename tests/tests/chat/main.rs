@@ -6,11 +6,13 @@ mod direct;
 mod fresh_chat;
 mod gateway_failover;
 mod group;
+mod media;
 mod no_replica;
 mod offline;
 mod presence;
 mod presence_partition;
 mod presence_timeouts;
+mod push;
 mod slow_consumer;
 
 use raftchat_tests::chat::Api;

@@ -31,6 +31,8 @@ pub const NAMES: &[&str] = &[
     "raftchat_presence_users",
     "raftchat_presence_entries",
     "raftchat_rate_limited_total",
+    "raftchat_media_uploaded_bytes_total",
+    "raftchat_media_copies_restored_total",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

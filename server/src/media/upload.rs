@@ -1,0 +1,122 @@
+//! `POST /api/v1/media`: an upload streamed to disk chunk by chunk (never whole in memory),
+//! copied to the blob's holders, acknowledged once two copies are fsynced and its record is
+//! committed.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use futures::Stream;
+use futures::StreamExt;
+use raftchat_storage::blobs::to_hex;
+use raftchat_storage::blobs::BlobManifest;
+use raftchat_storage::blobs::BlobWriter;
+use raftchat_storage::blobs::CHUNK_BYTES;
+use uuid::Uuid;
+
+use super::join_error;
+use super::storage_error;
+use super::Media;
+use crate::http::error::ApiError;
+use crate::service::media::MediaRecord;
+use crate::service::media::MEDIA_NAME_MAX;
+use crate::service::media::MIME_MAX;
+
+/// Copies that must be durable before an upload is acknowledged.
+pub const DURABLE_COPIES: usize = 2;
+
+/// What an upload is, as the client described it.
+pub struct UploadMeta {
+    pub mime: String,
+    pub name: String,
+    /// The Content-Length the client announced, if any.
+    pub announced: Option<u64>,
+}
+
+/// The answer to an upload.
+pub struct Uploaded {
+    pub manifest: BlobManifest,
+    pub record: MediaRecord,
+}
+
+impl Uploaded {
+    pub fn json(&self) -> serde_json::Value {
+        let id = to_hex(&self.manifest.sha256);
+        serde_json::json!({
+            "mediaId": id, "sha256": id, "size": self.manifest.size,
+            "mime": self.record.mime, "name": self.record.name,
+        })
+    }
+}
+
+pub fn too_large(max: u64) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("uploads are at most {max} bytes"))
+}
+
+impl Media {
+    /// Checks what can be checked before a byte is read.
+    pub fn precheck(&self, meta: &UploadMeta) -> Result<(), ApiError> {
+        if meta.announced.is_some_and(|n| n > self.config.max_bytes) {
+            return Err(too_large(self.config.max_bytes));
+        }
+        if meta.name.len() > MEDIA_NAME_MAX || meta.name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "file names are at most {MEDIA_NAME_MAX} bytes, without control characters"
+            )));
+        }
+        if meta.mime.len() > MIME_MAX || !meta.mime.contains('/') || !meta.mime.is_ascii() {
+            return Err(ApiError::bad_request("the content type must be a MIME type such as image/png"));
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into a new blob, copies it, and records `me`'s upload.
+    pub async fn upload<S, E>(self: &Arc<Self>, me: Uuid, meta: UploadMeta, mut body: S) -> Result<Uploaded, ApiError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.precheck(&meta)?;
+        let store = self.store.clone();
+        let mut writer = tokio::task::spawn_blocking(move || BlobWriter::new(store))
+            .await
+            .map_err(join_error)?
+            .map_err(storage_error)?;
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+        let mut total: u64 = 0;
+        loop {
+            let next = body.next().await;
+            let done = next.is_none();
+            if let Some(frame) = next {
+                let bytes = frame.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;
+                total += bytes.len() as u64;
+                if total > self.config.max_bytes {
+                    return Err(too_large(self.config.max_bytes));
+                }
+                pending.extend_from_slice(&bytes);
+            }
+            if pending.len() >= CHUNK_BYTES || (done && !pending.is_empty()) {
+                let data = std::mem::replace(&mut pending, Vec::with_capacity(CHUNK_BYTES));
+                let (w, res) = tokio::task::spawn_blocking(move || {
+                    let res = writer.write(&data);
+                    (writer, res)
+                })
+                .await
+                .map_err(join_error)?;
+                writer = w;
+                res.map_err(storage_error)?;
+            }
+            if done {
+                break;
+            }
+        }
+        let manifest =
+            tokio::task::spawn_blocking(move || writer.finish()).await.map_err(join_error)?.map_err(storage_error)?;
+        self.replicate(&manifest, DURABLE_COPIES).await?;
+        let record =
+            MediaRecord { size: manifest.size, mime: meta.mime, name: meta.name, created_ms: crate::service::now_ms() };
+        self.service.record_upload(me, &manifest.sha256, &record).await?;
+        self.service.metrics.media_uploaded_bytes.inc_by(manifest.size);
+        Ok(Uploaded { manifest, record })
+    }
+}
