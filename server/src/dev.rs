@@ -61,6 +61,9 @@ pub async fn dev_main(args: DevArgs) -> anyhow::Result<()> {
     if !ready {
         println!("  (not all groups have a leader yet; see /readyz)");
     }
+    if let Some(first) = running.first() {
+        println!("Open http://{}/ in a browser to chat (any node serves the web client).", first.http_addr);
+    }
     println!("Press Ctrl-C to stop.");
     run::signal().await;
     println!("stopping...");

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/users", post(users::register))
         .route("/api/v1/users/{username}", get(users::lookup))
+        .route("/api/v1/users/id/{user_id}", get(users::by_id))
         .route("/api/v1/sessions", post(users::login))
         .route("/api/v1/chats", post(chats::create).get(chats::list))
         .route("/api/v1/chats/{chat_id}", get(chats::show))
@@ -46,6 +47,19 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/presence", post(presence::set))
         .route("/api/v1/presence/{user_id}", get(presence::get))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .layer(cors())
+}
+
+/// Any origin may call the API: it is authorized by bearer tokens, never by cookies, and the web
+/// client moves to another node's origin when its own node is down.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::header;
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([header::CONTENT_RANGE, header::CONTENT_LENGTH, header::ACCEPT_RANGES])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 /// The authenticated caller.

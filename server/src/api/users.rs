@@ -37,6 +37,19 @@ pub async fn login(
     })))
 }
 
+/// `GET /api/v1/users/id/{userId}` -> `{userId, username}`: names for the ids messages carry.
+pub async fn by_id(
+    State(s): State<AppState>,
+    _me: super::AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = super::parse_id(&id, "unknown_user")?;
+    match s.service.user(&id).await? {
+        Some(r) => Ok(Json(serde_json::json!({ "userId": r.user_id, "username": r.username }))),
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_user", format!("no user {id}"))),
+    }
+}
+
 /// `GET /api/v1/users/{username}` -> `{userId, username}` (any signed-in user may look up names).
 pub async fn lookup(
     State(s): State<AppState>,

@@ -9,6 +9,7 @@
 //!   to requests that carry it (`Authorization: Bearer <token>`).
 //! - [`blob_api`]: media blob copies between nodes (peer token).
 //! - [`push_api`]: the push notification dead-letter queue (admin API).
+//! - [`web`]: the web client at `/` (files compiled in from server/web/).
 //! - [`error`]: API errors and the JSON body extractor.
 
 pub mod admin_api;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod push_api;
 pub mod retention_api;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -67,6 +69,7 @@ pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) 
     router
         .merge(blob_api::routes(state.clone()))
         .merge(crate::api::routes())
+        .merge(web::routes())
         .merge(crate::ws::routes())
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
