@@ -320,6 +320,7 @@ async function removeMember(userId) {
     } else {
       await store.refreshChat(store.current);
       view.renderMembers(store, removeMember);
+      view.renderPeer(store);
     }
     view.renderChatList(store, openChat);
   } catch (err) {

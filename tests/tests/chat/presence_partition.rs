@@ -36,6 +36,9 @@ async fn presence_converges_after_a_partition_heals() -> anyhow::Result<()> {
     let mut wb = Ws::connect(&c.url(3), b, false).await?;
     let wy = Ws::connect(&c.url(3), y, false).await?;
     wa.wait_for(SECS_10, "y online", presence_of(y.user, "online")).await?;
+    // b's connection has read its chats and follows their members (linearizable reads, which
+    // node 3 cannot make once it is cut off) before the partition.
+    wb.wait_for(SECS_10, "y online for b", presence_of(y.user, "online")).await?;
 
     // Cut node 3 off from nodes 1 and 2.
     c.proxy(3).ok_or_else(|| anyhow::anyhow!("no proxy"))?.isolate();
