@@ -117,7 +117,8 @@ pub struct StateDb {
 impl StateDb {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
         crate::compact::recover(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000)).open()?;
+        let config = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000));
+        let db = crate::compact::open_sled(&config)?;
         let current = db.open_tree("current")?;
         Ok(StateDb { db, current, dir: dir.to_path_buf() })
     }

@@ -37,6 +37,26 @@ pub fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// How long opening waits for the lock of a database that was just closed in this process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a sled database, waiting while its file lock is still held by a handle of this process
+/// that was just dropped: sled's background flusher lets go of the lock a moment after the last
+/// `Db` is dropped, so opening right after a compaction (or a test's reopen) can find it taken.
+pub fn open_sled(config: &sled::Config) -> Result<sled::Db, StorageError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Finishes or undoes a compaction that a crash interrupted. Call before opening `dir`.
 pub fn recover(dir: &Path) -> Result<(), StorageError> {
     let (tmp, old) = (sibling(dir, "compact"), sibling(dir, "old"));
@@ -114,7 +134,7 @@ mod tests {
         }
         let (before, after) = compact(&dir).unwrap();
         assert!(after * 4 < before, "{before} -> {after}");
-        let db = sled::Config::new().path(&dir).open().unwrap();
+        let db = open_sled(&sled::Config::new().path(&dir)).unwrap();
         let t = db.open_tree("g1.1").unwrap();
         assert_eq!(t.len(), 10);
         assert_eq!(t.get(1995u32.to_be_bytes()).unwrap().unwrap().len(), 8192);
