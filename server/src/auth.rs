@@ -40,17 +40,22 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn mac(secret: &[u8], data: &[u8]) -> Result<[u8; 32], TokenError> {
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Malformed)?;
-    m.update(data);
-    Ok(m.finalize().into_bytes().into())
+/// HMAC-SHA256 of the concatenated `parts` under `secret` (tokens, the media peer token, push
+/// signatures). HMAC takes keys of any length, so there is no error to report.
+pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()));
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
 }
 
 pub fn issue_token(secret: &[u8], user: Uuid, expires_ms: u64) -> Result<String, TokenError> {
     let mut buf = Vec::with_capacity(TOKEN_BYTES);
     buf.extend_from_slice(user.as_bytes());
     buf.extend_from_slice(&expires_ms.to_be_bytes());
-    let sig = mac(secret, &buf)?;
+    let sig = hmac_sha256(secret, &[&buf]);
     buf.extend_from_slice(&sig);
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }

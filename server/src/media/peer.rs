@@ -5,15 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::Hmac;
-use hmac::Mac;
 use raftchat_storage::blobs::parse_hex;
 use raftchat_storage::blobs::to_hex;
 use raftchat_storage::blobs::BlobManifest;
 use raftchat_storage::blobs::BlobStore;
 use serde::Deserialize;
 use serde::Serialize;
-use sha2::Sha256;
 use uuid::Uuid;
 
 /// A blob's manifest as JSON between nodes.
@@ -50,14 +47,7 @@ impl ManifestJson {
 /// The token peers send as `Authorization: Bearer`: HMAC-SHA256 of a fixed label under the
 /// cluster's secret.
 pub fn peer_token(secret: &[u8]) -> String {
-    match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mut m) => {
-            m.update(b"raftchat media peer v1");
-            let d: [u8; 32] = m.finalize().into_bytes().into();
-            to_hex(&d)
-        }
-        Err(_) => String::new(),
-    }
+    to_hex(&crate::auth::hmac_sha256(secret, &[b"raftchat media peer v1"]))
 }
 
 #[derive(Debug, thiserror::Error)]

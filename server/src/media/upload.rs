@@ -24,6 +24,8 @@ use crate::service::media::MIME_MAX;
 
 /// Copies that must be durable before an upload is acknowledged.
 pub const DURABLE_COPIES: usize = 2;
+/// An upload that sends nothing for this long is dropped (and leaves nothing behind).
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What an upload is, as the client described it.
 pub struct UploadMeta {
@@ -85,7 +87,13 @@ impl Media {
         let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
         let mut total: u64 = 0;
         loop {
-            let next = body.next().await;
+            let next = tokio::time::timeout(UPLOAD_IDLE, body.next()).await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!("the upload sent nothing for {UPLOAD_IDLE:?}"),
+                )
+            })?;
             let done = next.is_none();
             if let Some(frame) = next {
                 let bytes = frame.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;

@@ -48,8 +48,8 @@ pub struct PushRecord {
 }
 
 impl PushRecord {
-    pub fn encode(&self) -> Vec<u8> {
-        codec::encode_versioned(self).unwrap_or_default()
+    pub fn encode(&self) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode_versioned(self)
     }
 
     pub fn decode(bytes: &[u8]) -> Option<PushRecord> {
@@ -148,7 +148,7 @@ mod tests {
             next_attempt_ms: 0,
             last_error: String::new(),
         };
-        assert_eq!(PushRecord::decode(&r.encode()), Some(r.clone()));
+        assert_eq!(PushRecord::decode(&r.encode().unwrap()), Some(r.clone()));
         assert_eq!(dead_key(&r).len(), 3 + 16 + 16 + 8);
         assert_eq!(r.payload(6)["lastMessage"]["preview"], "hey");
     }

@@ -7,14 +7,12 @@
 use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
-use hmac::Hmac;
-use hmac::Mac;
 use raftchat_raft::router::Consistency;
 use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
 use raftchat_raft::types::GroupId;
-use sha2::Sha256;
 
+use super::notifier::internal;
 use super::notifier::Puts;
 use super::record::*;
 use super::Follow;
@@ -29,16 +27,8 @@ const SWEEP_PAGE: u32 = 1_000;
 const SENDS_IN_FLIGHT: usize = 8;
 
 pub fn signature(secret: &[u8], ts: u64, body: &[u8]) -> String {
-    match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mut m) => {
-            m.update(ts.to_string().as_bytes());
-            m.update(b".");
-            m.update(body);
-            let d: [u8; 32] = m.finalize().into_bytes().into();
-            format!("t={ts},v1={}", raftchat_storage::blobs::to_hex(&d))
-        }
-        Err(_) => String::new(),
-    }
+    let d = crate::auth::hmac_sha256(secret, &[ts.to_string().as_bytes(), b".", body]);
+    format!("t={ts},v1={}", raftchat_storage::blobs::to_hex(&d))
 }
 
 impl Push {
@@ -106,7 +96,7 @@ impl Push {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     r.state = PushState::Sent;
                     r.attempts += 1;
-                    puts.push((key, Some(r.encode())));
+                    puts.push((key, Some(r.encode().map_err(internal)?)));
                 }
                 Err(e) => {
                     self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -117,12 +107,12 @@ impl Push {
                         self.stats.dead.fetch_add(1, Ordering::Relaxed);
                         r.state = PushState::Dead;
                         puts.push((key, None));
-                        puts.push((dead_key(&r), Some(r.encode())));
+                        puts.push((dead_key(&r), Some(r.encode().map_err(internal)?)));
                     } else {
                         let (base, max) =
                             (self.config.retry_base.as_millis() as u64, self.config.retry_max.as_millis() as u64);
                         r.next_attempt_ms = now + backoff_ms(base, max, r.attempts, rand::random::<f64>());
-                        puts.push((key, Some(r.encode())));
+                        puts.push((key, Some(r.encode().map_err(internal)?)));
                     }
                 }
             }

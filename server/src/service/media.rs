@@ -230,16 +230,17 @@ impl ChatService {
         Ok(Some((referenced, last)))
     }
 
-    /// Deletes the record and upload grants of an unreferenced blob.
+    /// Deletes the record and upload grants of an unreferenced blob, in one command.
     pub async fn forget_media(&self, sha: &Sha) -> Result<(), ApiError> {
         let g = self.media_group_of(sha)?;
         let query = ReadQuery::KeyPrefix { prefix: key(b"mu/", sha, None), limit: 1024 };
-        if let ReadResult::Keys(keys) = self.read(g, query, Consistency::Linearizable).await? {
-            for (k, _) in keys {
-                self.put(g, k, None).await?;
-            }
-        }
-        self.put(g, record_key(sha), None).await
+        let grants = match self.read(g, query, Consistency::Linearizable).await? {
+            ReadResult::Keys(keys) => keys,
+            other => return Err(super::unexpected(other)),
+        };
+        let mut puts: Vec<(Vec<u8>, Option<Vec<u8>>)> = grants.into_iter().map(|(k, _)| (k, None)).collect();
+        puts.push((record_key(sha), None));
+        self.write(g, ChatCommand::PutMany { puts }).await.map(|_| ())
     }
 }
 
