@@ -21,12 +21,14 @@ fn profile() -> &'static str {
 
 fn cargo_build(features: bool) -> anyhow::Result<()> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(crate::runner::workspace()).args(["build", "-p", "raftchat-server", "--bin", "raftchat"]);
+    // The same selection as the README's `cargo build --bin raftchat` (the workspace's default
+    // members), so features unify the same way and dependencies are not built a second time.
+    cmd.current_dir(crate::runner::workspace()).args(["build", "--bin", "raftchat"]);
     if profile() == "release" {
         cmd.arg("--release");
     }
     if features {
-        cmd.args(["--features", "unsafe-knobs"]);
+        cmd.args(["--features", "raftchat-server/unsafe-knobs"]);
     }
     let status = cmd.status().context("running cargo build for raftchat")?;
     anyhow::ensure!(status.success(), "cargo build of raftchat failed ({status})");
