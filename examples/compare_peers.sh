@@ -55,3 +55,5 @@ for system, mode in [("nats-jetstream", "e2e/rust-client"), ("etcd", "e2e/rust-c
         print(f"  {system} {mode}: " + ", ".join(f"{p['conc']}: {f(p.get('e2e_p99_ms'))}" for p in rs))
 print("\ndurability: raftchat and etcd fsync on a quorum before acking; NATS JetStream 2.9 does not.")
 PY
+
+python3 "$here/examples/plot_throughput.py" "$out"
