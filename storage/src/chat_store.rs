@@ -32,6 +32,7 @@ use openraft::StoredMembership;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::apply_journal::WriteSet;
 use crate::codec;
 use crate::error::StorageError;
 pub use crate::records::*;
@@ -111,6 +112,8 @@ pub(crate) fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) 
 pub struct StateDb {
     db: sled::Db,
     current: sled::Tree,
+    /// Each group's last apply, for completing it after a crash (see `apply_journal`).
+    journal: sled::Tree,
     dir: PathBuf,
 }
 
@@ -120,7 +123,8 @@ impl StateDb {
         let config = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000));
         let db = crate::compact::open_sled(&config)?;
         let current = db.open_tree("current")?;
-        Ok(StateDb { db, current, dir: dir.to_path_buf() })
+        let journal = db.open_tree("journal")?;
+        Ok(StateDb { db, current, journal, dir: dir.to_path_buf() })
     }
 
     fn tree_name(group: u32, gen: u64) -> String {
@@ -156,6 +160,10 @@ impl StateDb {
             }
         }
         let tree = self.db.open_tree(Self::tree_name(group, gen))?;
+        let replayed = crate::apply_journal::replay(&self.journal, group, gen, &tree)?;
+        if replayed > 0 {
+            tracing::debug!(group, replayed, "completed the last journalled apply");
+        }
         Ok(GroupState {
             db: self.clone(),
             group,
@@ -169,6 +177,7 @@ impl StateDb {
         if let Some(gen) = self.generation(group)? {
             self.db.drop_tree(Self::tree_name(group, gen).as_bytes())?;
         }
+        crate::apply_journal::forget(&self.journal, group)?;
         self.current.remove(group.to_be_bytes())?;
         Ok(())
     }
@@ -303,12 +312,16 @@ impl GroupState {
 
     /// Starts an atomic write of one apply call.
     pub fn writer(&self) -> StateWriter {
+        let (generation, tree) = self.gen.read().unwrap_or_else(|p| p.into_inner()).clone();
         StateWriter {
             trimmed: self.trimmed.clone(),
-            tree: self.tree(),
+            journal: self.db.journal.clone(),
+            group: self.group,
+            generation,
+            tree,
             chats: HashMap::new(),
             members: HashMap::new(),
-            batch: sled::Batch::default(),
+            writes: WriteSet::default(),
             dedup: HashMap::new(),
             messages: HashMap::new(),
             kv: HashMap::new(),
@@ -344,7 +357,10 @@ pub struct StateWriter {
     pub(crate) dedup: HashMap<Vec<u8>, u64>,
     pub(crate) messages: HashMap<(ChatId, u64), MessageRecord>,
     pub(crate) kv: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    pub(crate) batch: sled::Batch,
+    pub(crate) writes: WriteSet,
+    journal: sled::Tree,
+    group: u32,
+    generation: u64,
 }
 
 impl StateWriter {
@@ -385,10 +401,10 @@ impl StateWriter {
     pub fn put_message(&mut self, chat: &ChatId, msg: &MessageRecord) -> Result<(), StorageError> {
         if !msg.client_msg_id.is_empty() {
             let key = dedup_key(chat, &msg.sender, &msg.client_msg_id);
-            self.batch.insert(key.clone(), enc("dedup seq", &msg.seq)?);
+            self.writes.insert(key.clone(), enc("dedup seq", &msg.seq)?);
             self.dedup.insert(key, msg.seq);
         }
-        self.batch.insert(message_key(chat, msg.seq), enc("message", msg)?);
+        self.writes.insert(message_key(chat, msg.seq), enc("message", msg)?);
         self.messages.insert((*chat, msg.seq), msg.clone());
         Ok(())
     }
@@ -409,27 +425,26 @@ impl StateWriter {
 
     pub fn kv_put(&mut self, key: &[u8], value: Option<Vec<u8>>) {
         match &value {
-            Some(v) => self.batch.insert(kv_key(key), v.clone()),
-            None => self.batch.remove(kv_key(key)),
+            Some(v) => self.writes.insert(kv_key(key), v.clone()),
+            None => self.writes.remove(kv_key(key)),
         }
         self.kv.insert(key.to_vec(), value);
     }
 
-    /// Writes everything plus `applied` in one atomic batch.
+    /// Writes everything plus `applied`, atomically (see `apply_journal`).
     pub fn commit(mut self, applied: &AppliedState) -> Result<(), StorageError> {
         for (chat, header) in self.chats.drain() {
             if let Some(h) = header {
-                self.batch.insert(chat_key(&chat), enc("chat", &h)?);
+                self.writes.insert(chat_key(&chat), enc("chat", &h)?);
             }
         }
         for ((chat, user), m) in self.members.drain() {
             match m {
-                Some(m) => self.batch.insert(member_key(&chat, &user), enc("member", &m)?),
-                None => self.batch.remove(member_key(&chat, &user)),
+                Some(m) => self.writes.insert(member_key(&chat, &user), enc("member", &m)?),
+                None => self.writes.remove(member_key(&chat, &user)),
             }
         }
-        self.batch.insert(KEY_APPLIED, enc("applied state", applied)?);
-        self.tree.apply_batch(self.batch)?;
-        Ok(())
+        self.writes.insert(KEY_APPLIED, enc("applied state", applied)?);
+        crate::apply_journal::commit(&self.journal, self.group, self.generation, &self.tree, self.writes)
     }
 }

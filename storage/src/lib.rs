@@ -9,7 +9,9 @@
 //!   one `fdatasync` for all groups' pending appends, purge that frees disk.
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group on top of [`wal`].
 //! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
-//!   keyed (chat, seq), the idempotency table, and last-applied, written in one atomic batch.
+//!   keyed (chat, seq), the idempotency table, and last-applied, written atomically.
+//! - [`apply_journal`]: how one apply's writes reach sled atomically: a journal record per
+//!   group that completes a torn apply at start-up, instead of a sled batch per apply.
 //! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
 //! - [`restore`]: writing a backed-up group's records into a fresh group.
 //! - [`compact`]: offline compaction of the state database (`--compact-state`).
@@ -31,6 +33,7 @@
 // openraft's error types are large by design; boxing them at every call site buys nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod apply_journal;
 pub mod blobs;
 pub mod chat_store;
 pub mod codec;

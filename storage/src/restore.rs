@@ -102,7 +102,7 @@ impl StateWriter {
             RestoreRecord::Message(chat, m) => {
                 let absent = self.message(&chat, m.seq)?.is_none();
                 if absent {
-                    self.batch.insert(message_key(&chat, m.seq), enc("message", &m)?);
+                    self.writes.insert(message_key(&chat, m.seq), enc("message", &m)?);
                     self.messages.insert((chat, m.seq), m);
                 }
                 absent
@@ -110,7 +110,7 @@ impl StateWriter {
             RestoreRecord::Dedup(key, seq) => {
                 let absent = !self.dedup.contains_key(&key) && self.tree.get(&key)?.is_none();
                 if absent {
-                    self.batch.insert(key.as_slice(), enc("dedup seq", &seq)?);
+                    self.writes.insert(key.as_slice(), enc("dedup seq", &seq)?);
                     self.dedup.insert(key, seq);
                 }
                 absent

@@ -66,7 +66,7 @@ impl StateWriter {
             if let Some(seq) = k.get(17..25).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes) {
                 self.messages.remove(&(*chat, seq));
             }
-            self.batch.remove(k);
+            self.writes.remove(k.to_vec());
             n += 1;
         }
         if n > 0 {
