@@ -21,8 +21,12 @@ test -x "$anchors/nats_jetstream.sh" || { echo "no anchors at $anchors" >&2; exi
 
 cd "$here"
 cargo build --release --bin raftchat
+# The default layout (64 data groups: about one message per Raft entry at these loads), then one
+# group, the shape of a single NATS stream or the one etcd Raft group.
 timeout 900 cargo run --release -p raftchat-tests --example loadgen -- \
     --secs "$secs" --json "$out/raftchat.json" throughput --in-flight 1,64,256
+timeout 900 cargo run --release -p raftchat-tests --example loadgen -- \
+    --data-groups 1 --secs "$secs" --json "$out/raftchat-g1.json" throughput --in-flight 1,64,256
 
 export ANCHORS_RESULTS="$out/peers.jsonl" PHASE_SECS="$secs"
 timeout 900 "$anchors/nats_jetstream.sh" >"$out/nats.log" 2>&1 || echo "nats_jetstream.sh failed: see $out/nats.log" >&2
@@ -31,15 +35,24 @@ timeout 900 "$anchors/etcd.sh" >"$out/etcd.log" 2>&1 || echo "etcd.sh failed: se
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-ours = {int(r["phase"].split("=")[1]): r for r in json.load(open(f"{out}/raftchat.json"))["rows"]}
+def load(name):
+    try:
+        return {int(r["phase"].split("=")[1]): r for r in json.load(open(f"{out}/{name}"))["rows"]}
+    except FileNotFoundError:
+        return {}
+ours, ours_g1 = load("raftchat.json"), load("raftchat-g1.json")
 peers = [json.loads(l) for l in open(f"{out}/peers.jsonl") if l.strip()]
 def peer(system, mode, conc):
     rs = [r for r in peers if r["system"] == system and r["mode"] == mode and r["conc"] == conc]
     return rs[-1] if rs else None
 f = lambda v: "-" if v is None else f"{v:.2f}"
+print("raftchat: 64 data groups (the default); in brackets: 1 data group")
 print(f"{'conc':>5} {'raftchat acks/s':>16} {'p99 ms':>8} | {'peer':<34} {'acks/s':>9} {'p99 ms':>8} {'ratio':>7}")
 for conc in sorted(ours):
     r = ours[conc]
+    g1 = ours_g1.get(conc)
+    if g1:
+        print(f"{conc:>5} {'[' + format(g1['ackedPerSec'], '.0f') + ']':>16} {'[' + f(g1['ackP99Ms']) + ']':>8} |")
     for system, mode in [("nats-jetstream", "pub/rust-client"), ("etcd", "put/rust-client"),
                          ("nats-jetstream", "pub"), ("etcd", "put")]:
         p = peer(system, mode, conc)
@@ -49,6 +62,8 @@ for conc in sorted(ours):
         print(f"{conc:>5} {r['ackedPerSec']:>16.0f} {f(r['ackP99Ms']):>8} | {system + ' ' + mode:<34} "
               f"{p['rate']:>9.0f} {f(p.get('p99_ms')):>8} {ratio:>6.2f}x")
 print("\ne2e delivery p99 (ms): raftchat " + ", ".join(f"{c}: {f(ours[c]['e2eP99Ms'])}" for c in sorted(ours)))
+if ours_g1:
+    print("  raftchat, 1 data group: " + ", ".join(f"{c}: {f(ours_g1[c]['e2eP99Ms'])}" for c in sorted(ours_g1)))
 for system, mode in [("nats-jetstream", "e2e/rust-client"), ("etcd", "e2e/rust-client")]:
     rs = [p for p in peers if p["system"] == system and p["mode"] == mode]
     if rs:

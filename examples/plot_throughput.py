@@ -16,12 +16,17 @@ out = sys.argv[1]
 svg_path = sys.argv[2] if len(sys.argv) > 2 else f"{out}/throughput_latency.svg"
 
 series = []  # (label, colour, [(conc, rate, p99_ms)])
-ours = json.load(open(f"{out}/raftchat.json"))["rows"]
-pts = []
-for r in ours:
-    if r["phase"].startswith("in-flight=") and r.get("ackP99Ms") is not None:
-        pts.append((int(r["phase"].split("=")[1]), r["ackedPerSec"], r["ackP99Ms"]))
-series.append(("raftchat (fsync on quorum, WebSocket)", "#d62728", sorted(pts)))
+for name, label, colour in [
+    ("raftchat.json", "raftchat, 64 groups (fsync on quorum, WebSocket)", "#d62728"),
+    ("raftchat-g1.json", "raftchat, 1 group (fsync on quorum, WebSocket)", "#ff7f0e"),
+]:
+    try:
+        rows = json.load(open(f"{out}/{name}"))["rows"]
+    except FileNotFoundError:
+        continue
+    pts = [(int(r["phase"].split("=")[1]), r["ackedPerSec"], r["ackP99Ms"])
+           for r in rows if r["phase"].startswith("in-flight=") and r.get("ackP99Ms") is not None]
+    series.append((label, colour, sorted(pts)))
 
 peers = [json.loads(line) for line in open(f"{out}/peers.jsonl") if line.strip()]
 for system, mode, label, colour in [
@@ -35,7 +40,7 @@ for system, mode, label, colour in [
     if by_conc:
         series.append((label, colour, sorted(by_conc.values())))
 
-W, H, L, R, T, B = 720, 460, 70, 20, 40, 60
+W, H, L, R, T, B = 740, 460, 70, 44, 40, 60
 all_pts = [p for _, _, ps in series for p in ps]
 if not all_pts:
     sys.exit("no points to plot")
