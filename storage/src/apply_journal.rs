@@ -50,14 +50,6 @@ impl WriteSet {
         self.bytes += key.len();
         self.writes.push((key, None));
     }
-
-    pub fn len(&self) -> usize {
-        self.writes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
 }
 
 #[derive(Serialize)]
@@ -88,12 +80,7 @@ pub fn commit(
     if set.writes.len() <= JOURNAL_MAX_WRITES && set.bytes <= JOURNAL_MAX_BYTES {
         let record = enc("apply journal", &JournalRef { generation, writes: &set.writes })?;
         journal.insert(journal_key(group), record)?;
-        for (key, value) in set.writes {
-            match value {
-                Some(v) => tree.insert(key, v)?,
-                None => tree.remove(key)?,
-            };
-        }
+        write_each(tree, set.writes)?;
     } else {
         journal.remove(journal_key(group))?;
         let mut batch = sled::Batch::default();
@@ -121,13 +108,18 @@ pub fn replay(journal: &sled::Tree, group: u32, generation: u64, tree: &sled::Tr
         return Ok(0);
     }
     let n = record.writes.len();
-    for (key, value) in record.writes {
+    write_each(tree, record.writes)?;
+    Ok(n)
+}
+
+fn write_each(tree: &sled::Tree, writes: Vec<Write>) -> Result<(), StorageError> {
+    for (key, value) in writes {
         match value {
             Some(v) => tree.insert(key, v)?,
             None => tree.remove(key)?,
         };
     }
-    Ok(n)
+    Ok(())
 }
 
 /// Forgets `group`'s journal record (the group left this node).

@@ -34,10 +34,6 @@ const SCAN_STEP: u32 = 500;
 
 pub type Puts = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
-pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-}
-
 impl Push {
     pub(super) async fn flush(&self, g: GroupId, puts: &mut Puts) -> Result<(), ApiError> {
         if puts.is_empty() {
@@ -146,7 +142,7 @@ impl Push {
                     let mut r = r.clone();
                     r.count += theirs.len() as u64 + skipped;
                     fold(&mut r);
-                    puts.push((pending_key(&chat, user), Some(r.encode().map_err(internal)?)));
+                    puts.push((pending_key(&chat, user), Some(r.encode().map_err(ApiError::internal)?)));
                 }
                 Some(_) => {}
                 None if offline => {
@@ -169,7 +165,7 @@ impl Push {
                         last_error: String::new(),
                     };
                     fold(&mut r);
-                    puts.push((pending_key(&chat, user), Some(r.encode().map_err(internal)?)));
+                    puts.push((pending_key(&chat, user), Some(r.encode().map_err(ApiError::internal)?)));
                     self.stats.recorded.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {}

@@ -12,7 +12,6 @@ use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
 use raftchat_raft::types::GroupId;
 
-use super::notifier::internal;
 use super::notifier::Puts;
 use super::record::*;
 use super::Follow;
@@ -96,7 +95,7 @@ impl Push {
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     r.state = PushState::Sent;
                     r.attempts += 1;
-                    puts.push((key, Some(r.encode().map_err(internal)?)));
+                    puts.push((key, Some(r.encode().map_err(ApiError::internal)?)));
                 }
                 Err(e) => {
                     self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -107,12 +106,12 @@ impl Push {
                         self.stats.dead.fetch_add(1, Ordering::Relaxed);
                         r.state = PushState::Dead;
                         puts.push((key, None));
-                        puts.push((dead_key(&r), Some(r.encode().map_err(internal)?)));
+                        puts.push((dead_key(&r), Some(r.encode().map_err(ApiError::internal)?)));
                     } else {
                         let (base, max) =
                             (self.config.retry_base.as_millis() as u64, self.config.retry_max.as_millis() as u64);
                         r.next_attempt_ms = now + backoff_ms(base, max, r.attempts, rand::random::<f64>());
-                        puts.push((key, Some(r.encode().map_err(internal)?)));
+                        puts.push((key, Some(r.encode().map_err(ApiError::internal)?)));
                     }
                 }
             }

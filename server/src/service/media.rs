@@ -101,10 +101,6 @@ pub fn parse_media_id(id: &str) -> Result<Sha, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_media", format!("{id:?} is not a media id")))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-}
-
 impl ChatService {
     fn media_group_of(&self, sha: &Sha) -> Result<GroupId, ApiError> {
         Ok(media_group(sha, self.data_groups()?))
@@ -113,7 +109,7 @@ impl ChatService {
     /// Records an upload by `user` of a blob that is durable on its copies.
     pub async fn record_upload(&self, user: Uuid, sha: &Sha, record: &MediaRecord) -> Result<(), ApiError> {
         let g = self.media_group_of(sha)?;
-        let value = codec::encode_versioned(record).map_err(internal)?;
+        let value = codec::encode_versioned(record).map_err(ApiError::internal)?;
         match self.write(g, ChatCommand::Put { key: record_key(sha), value: Some(value), only_if_absent: true }).await {
             Ok(_) | Err(ApiError { code: "exists", .. }) => {}
             Err(e) => return Err(e),
@@ -132,7 +128,7 @@ impl ChatService {
         let g = self.media_group_of(sha)?;
         match self.get(g, record_key(sha), c).await? {
             None => Ok(None),
-            Some(v) => codec::decode_versioned(&v).map(Some).map_err(internal),
+            Some(v) => codec::decode_versioned(&v).map(Some).map_err(ApiError::internal),
         }
     }
 
