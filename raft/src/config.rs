@@ -24,7 +24,7 @@ pub struct CoreConfig {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Entries between snapshots of a group.
+    /// Entries between snapshots of a group, at least (see [`crate::snapshot_policy`]).
     pub snapshot_every_logs: u64,
     /// Entries kept in the log behind a snapshot, so a briefly lagging follower needs no snapshot.
     pub logs_kept_after_snapshot: u64,
@@ -107,7 +107,8 @@ impl CoreConfig {
             install_snapshot_timeout: 5_000,
             snapshot_max_chunk_size: 512 * 1024,
             max_payload_entries: 64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_logs),
+            // Snapshots are triggered by `crate::snapshot_policy`, which also weighs the state's size.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             purge_batch_size: 256,
             ..Default::default()

@@ -43,6 +43,18 @@ struct Ring {
     notify: Arc<Notify>,
 }
 
+impl Ring {
+    /// Events with ids after `pos`, at most [`POLL_MAX`]. Ids in the ring are consecutive, so
+    /// the first one is found by arithmetic, not by a scan of the ring: a scan made every poll
+    /// cost O(ring) and, once the rings filled, was the largest single cost of a loaded node.
+    fn after(&self, pos: u64) -> Vec<(u64, Applied)> {
+        let Some((front, _)) = self.buf.front() else { return Vec::new() };
+        let skip = (pos + 1).saturating_sub(*front);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX).min(self.buf.len());
+        self.buf.range(skip..).take(POLL_MAX).cloned().collect()
+    }
+}
+
 #[derive(Default)]
 pub struct EventLog {
     rings: Mutex<HashMap<GroupId, Ring>>,
@@ -107,8 +119,7 @@ impl EventLog {
             {
                 let mut rings = self.rings();
                 let ring = Self::ring(&mut rings, group);
-                let events: Vec<(u64, Applied)> =
-                    ring.buf.iter().filter(|(id, _)| *id > pos).take(POLL_MAX).cloned().collect();
+                let events = ring.after(pos);
                 if !events.is_empty() || reset || tokio::time::Instant::now() >= deadline {
                     let last = events.last().map_or(pos, |(id, _)| *id);
                     return EventBatch { epoch: ring_epoch, events, last, reset };
@@ -148,6 +159,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         log.push(1, [ev(999)]);
         assert_eq!(waiter.await.unwrap().events.len(), 1);
+    }
+
+    #[test]
+    fn after_finds_the_position_in_a_wrapped_ring() {
+        let log = EventLog::default();
+        log.push(7, (0..RING_LEN as u64 * 2 + 5).map(ev));
+        let rings = log.rings();
+        let ring = &rings[&7];
+        let front = ring.buf.front().map(|(id, _)| *id).unwrap();
+        assert_eq!(front, ring.last - RING_LEN as u64 + 1);
+        for pos in [0, front - 1, front, front + 1, ring.last - 3, ring.last - 1, ring.last, ring.last + 9] {
+            let got = ring.after(pos);
+            let want: Vec<u64> = ring.buf.iter().map(|(id, _)| *id).filter(|id| *id > pos).take(POLL_MAX).collect();
+            assert_eq!(got.iter().map(|(id, _)| *id).collect::<Vec<_>>(), want, "after {pos}");
+        }
     }
 
     #[tokio::test]

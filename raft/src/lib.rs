@@ -19,6 +19,7 @@
 //! - [`router`]: any node forwards writes and reads to a group's leader, with retries.
 //! - [`recovery`]: `--force-new-cluster`, when a majority is lost for good.
 //! - [`retention`]: history retention: leaders trim what the cluster's policy no longer keeps.
+//! - [`snapshot_policy`]: when each group snapshots: bounded cost per log byte, one at a time.
 //! - [`backup`]: online backups: a group's snapshot covering a linearizable read point.
 //!
 //! Data flows one way: `router` -> `batcher` -> openraft -> `storage` (log) -> `network` ->
@@ -44,6 +45,7 @@ pub mod recovery;
 pub mod retention;
 pub mod router;
 pub mod rpc;
+pub mod snapshot_policy;
 pub mod state_machine;
 pub mod throttle;
 pub mod transport;

@@ -189,6 +189,8 @@ impl Node {
         tokio::spawn(async move { n.follow_layout().await });
         let (n, every) = (node.clone(), node.inner.config.retention_sweep);
         tokio::spawn(async move { n.run_retention(every).await });
+        let n = node.clone();
+        tokio::spawn(async move { n.run_snapshot_policy().await });
         if forcing {
             let n = node.clone();
             tokio::spawn(async move { n.finish_forced_recovery().await });

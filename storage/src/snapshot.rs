@@ -46,6 +46,9 @@ use crate::identity::sync_dir;
 
 pub type Meta = SnapshotMeta<u64, BasicNode>;
 
+// The capture and the build split a tree into key ranges around these two prefixes.
+const _: () = assert!(PREFIX_DEDUP < PREFIX_MESSAGE);
+
 const MAGIC: &[u8; 8] = b"RCSNAP\0\0";
 const TRAILER_MARK: u32 = u32::MAX;
 const FIELD_LEN_MAX: u32 = 64 * 1024 * 1024;
@@ -123,7 +126,13 @@ pub fn capture(state: &GroupState) -> Result<Capture, StorageError> {
     let applied = state.applied()?;
     let mut mutable = Vec::new();
     let mut next_seq = HashMap::new();
-    for kv in tree.iter() {
+    // Only the mutable key ranges: the message and dedup ranges are most of a group and are
+    // streamed later, outside the state machine.
+    let mutable_ranges = tree
+        .range(..[PREFIX_DEDUP].as_slice())
+        .chain(tree.range([PREFIX_DEDUP + 1].as_slice()..[PREFIX_MESSAGE].as_slice()))
+        .chain(tree.range([PREFIX_MESSAGE + 1].as_slice()..));
+    for kv in mutable_ranges {
         let (k, v) = kv?;
         match k.first() {
             Some(&PREFIX_MESSAGE) | Some(&PREFIX_DEDUP) => continue,
@@ -151,7 +160,11 @@ pub fn build(cap: Capture, snapshot_id: String, dir: &SnapshotDir) -> Result<Met
     for (k, v) in &cap.mutable {
         w.record(k, v)?;
     }
-    for kv in cap.tree.iter() {
+    let immutable_ranges = cap
+        .tree
+        .range([PREFIX_DEDUP].as_slice()..[PREFIX_DEDUP + 1].as_slice())
+        .chain(cap.tree.range([PREFIX_MESSAGE].as_slice()..[PREFIX_MESSAGE + 1].as_slice()));
+    for kv in immutable_ranges {
         let (k, v) = kv?;
         let keep = match k.first() {
             Some(&PREFIX_MESSAGE) => {
