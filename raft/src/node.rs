@@ -421,6 +421,11 @@ impl Node {
         for g in groups {
             if let Err(e) = g.raft.shutdown().await {
                 tracing::warn!(group = g.id, cause = %e, "group did not shut down cleanly");
+                continue;
+            }
+            // Its state machine has stopped, so nothing else writes the state now.
+            if let Err(e) = g.state.flush_pending() {
+                tracing::warn!(group = g.id, cause = %e, "pending state writes not flushed on shutdown");
             }
         }
         if let Err(e) = self.inner.db.sync() {

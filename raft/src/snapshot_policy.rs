@@ -41,38 +41,35 @@ impl Node {
                 if *shutdown.borrow() {
                     return;
                 }
-                let Some(applied) = self.snapshot_due(&h) else { continue };
+                let Some(last) = self.snapshot_due(&h) else { continue };
                 if let Err(e) = h.raft.trigger().snapshot().await {
                     tracing::warn!(group = h.id, cause = %e, "could not trigger a snapshot");
                     continue;
                 }
-                self.wait_for_snapshot(&h, applied, &mut shutdown).await;
+                self.wait_for_snapshot(&h, last, &mut shutdown).await;
             }
         }
     }
 
-    /// The applied index to snapshot at, when `h` is due.
+    /// The index of the group's last snapshot, when `h` is due for the next one.
     fn snapshot_due(&self, h: &GroupHandle) -> Option<u64> {
         let m = h.raft.metrics().borrow().clone();
         let applied = m.last_applied.map_or(0, |l| l.index);
         let snapshot = m.snapshot.map_or(0, |l| l.index);
         let (log_bytes, snapshot_bytes) = self.group_bytes(h.id);
         let every = self.inner.config.snapshot_every_logs;
-        due(applied.saturating_sub(snapshot), every, log_bytes, snapshot_bytes).then_some(applied)
+        due(applied.saturating_sub(snapshot), every, log_bytes, snapshot_bytes).then_some(snapshot)
     }
 
-    async fn wait_for_snapshot(
-        &self,
-        h: &GroupHandle,
-        applied: u64,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// Waits until the group has a snapshot newer than `last`. (openraft ignores a trigger
+    /// that finds a build already running; that build counts.)
+    async fn wait_for_snapshot(&self, h: &GroupHandle, last: u64, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
         let mut metrics = h.raft.metrics();
-        let built = metrics.wait_for(|m| m.snapshot.is_some_and(|l| l.index >= applied));
+        let built = metrics.wait_for(|m| m.snapshot.is_some_and(|l| l.index > last));
         tokio::select! {
             r = tokio::time::timeout(BUILD_WAIT, built) => {
                 if r.is_err() {
-                    tracing::warn!(group = h.id, applied, "snapshot still building after {BUILD_WAIT:?}; moving on");
+                    tracing::warn!(group = h.id, last, "no new snapshot after {BUILD_WAIT:?}; moving on");
                 }
             }
             _ = shutdown.wait_for(|s| *s) => {}

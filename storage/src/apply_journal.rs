@@ -50,6 +50,11 @@ impl WriteSet {
         self.bytes += key.len();
         self.writes.push((key, None));
     }
+
+    /// The writes, in order.
+    pub(crate) fn into_writes(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.writes
+    }
 }
 
 #[derive(Serialize)]

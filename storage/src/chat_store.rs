@@ -17,14 +17,15 @@
 //! | `d` chat(16) sender(16) client_msg_id | seq (u64)                  | no      |
 //!
 //! Immutable keys carry a seq, which lets a snapshot stream them after the fact (see
-//! [`crate::snapshot`]). Every apply writes data and `A` in one atomic `sled::Batch`.
+//! [`crate::snapshot`]). Applies reach sled through [`crate::pending`]: data and `A` together,
+//! atomically, in batches.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::sync::RwLock;
 
 use openraft::BasicNode;
 use openraft::LogId;
@@ -35,6 +36,8 @@ use serde::Serialize;
 use crate::apply_journal::WriteSet;
 use crate::codec;
 use crate::error::StorageError;
+use crate::pending::prefix_end;
+use crate::pending::Shared;
 pub use crate::records::*;
 pub use crate::restore::RestoreRecord;
 
@@ -167,7 +170,7 @@ impl StateDb {
         Ok(GroupState {
             db: self.clone(),
             group,
-            gen: Arc::new(RwLock::new((gen, tree))),
+            live: Shared::new(gen, tree),
             trimmed: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -200,7 +203,13 @@ pub(crate) fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
         if path.is_dir() {
             sync_tree_files(&path)?;
         } else {
-            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| StorageError::io(&path, e))?;
+            match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                // sled removes blob files of overwritten or deleted values while it runs: a file
+                // gone since the listing holds nothing to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(&path, e)),
+            }
         }
     }
     crate::identity::sync_dir(dir)
@@ -211,7 +220,8 @@ pub(crate) fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
 pub struct GroupState {
     db: StateDb,
     group: u32,
-    gen: Arc<RwLock<(u64, sled::Tree)>>,
+    /// The live tree and the applied writes not yet in it (see `pending`).
+    pub(crate) live: Shared,
     /// Set when retention deleted messages; cleared by whoever takes a snapshot for it.
     pub(crate) trimmed: Arc<AtomicBool>,
 }
@@ -221,24 +231,36 @@ impl GroupState {
         self.group
     }
 
-    /// The live tree (it changes when a snapshot is installed).
-    pub fn tree(&self) -> sled::Tree {
-        self.gen.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    /// The live tree (it changes when a snapshot is installed). It lacks the writes still
+    /// pending: call [`GroupState::flush_pending`] first, from the state machine's thread.
+    pub fn flushed_tree(&self) -> sled::Tree {
+        self.live.read().tree.clone()
+    }
+
+    /// Writes the pending applied writes to sled. Only the group's state machine may call it
+    /// (it is their one writer; see `pending`).
+    pub fn flush_pending(&self) -> Result<(), StorageError> {
+        self.live.flush(&self.db.journal, self.group)
+    }
+
+    /// Flushes and fsyncs the node's whole state database (see [`StateDb::sync`]).
+    pub fn sync_db(&self) -> Result<(), StorageError> {
+        self.db.sync()
     }
 
     pub fn applied(&self) -> Result<AppliedState, StorageError> {
-        match self.tree().get(KEY_APPLIED)? {
+        match self.live.get(KEY_APPLIED)? {
             Some(v) => dec("applied state", &v),
             None => Ok(AppliedState::default()),
         }
     }
 
     pub fn chat(&self, chat: &ChatId) -> Result<Option<ChatHeader>, StorageError> {
-        self.tree().get(chat_key(chat))?.map(|v| dec("chat", &v)).transpose()
+        self.live.get(&chat_key(chat))?.map(|v| dec("chat", &v)).transpose()
     }
 
     pub fn member(&self, chat: &ChatId, user: &UserId) -> Result<Option<Member>, StorageError> {
-        self.tree().get(member_key(chat, user))?.map(|v| dec("member", &v)).transpose()
+        self.live.get(&member_key(chat, user))?.map(|v| dec("member", &v)).transpose()
     }
 
     /// Members of a chat, at most `limit`.
@@ -246,8 +268,7 @@ impl GroupState {
         let mut prefix = vec![PREFIX_MEMBER];
         prefix.extend_from_slice(chat.as_bytes());
         let mut out = Vec::new();
-        for kv in self.tree().scan_prefix(&prefix).take(limit) {
-            let (k, v) = kv?;
+        for (k, v) in self.live.scan(Bound::Included(prefix.clone()), prefix_end(&prefix), false, limit)? {
             let user = k.get(17..33).and_then(|b| uuid::Uuid::from_slice(b).ok()).ok_or_else(|| {
                 StorageError::Corrupt { path: PathBuf::from("state"), reason: "bad member key".into() }
             })?;
@@ -257,30 +278,18 @@ impl GroupState {
     }
 
     pub fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree().get(kv_key(key))?.map(|v| v.to_vec()))
+        self.live.get(&kv_key(key))
     }
 
     /// `K` entries whose key starts with `prefix`, after `after` (exclusive) when given, in key
     /// order, at most `limit`.
     pub fn kv_scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<KvPairs, StorageError> {
-        let mut out = Vec::new();
         let start = match after {
-            Some(a) if a > prefix => {
-                let mut k = kv_key(a);
-                k.push(0);
-                k
-            }
-            _ => kv_key(prefix),
+            Some(a) if a > prefix => Bound::Excluded(kv_key(a)),
+            _ => Bound::Included(kv_key(prefix)),
         };
-        let prefix_key = kv_key(prefix);
-        for kv in self.tree().range(start..) {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix_key) || out.len() >= limit {
-                break;
-            }
-            out.push((k[1..].to_vec(), v.to_vec()));
-        }
-        Ok(out)
+        let pairs = self.live.scan(start, prefix_end(&kv_key(prefix)), false, limit)?;
+        Ok(pairs.into_iter().map(|(k, v)| (k[1..].to_vec(), v)).collect())
     }
 
     /// Messages of `chat` with `from <= seq < to`, at most `limit`, newest first when `reverse`.
@@ -295,30 +304,21 @@ impl GroupState {
         if from >= to {
             return Ok(Vec::new());
         }
-        let range = self.tree().range(message_key(chat, from)..message_key(chat, to));
-        let mut out = Vec::new();
-        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-            if reverse { Box::new(range.rev()) } else { Box::new(range) };
-        for kv in iter.take(limit) {
-            let (_, v) = kv?;
-            out.push(dec("message", &v)?);
-        }
-        Ok(out)
+        let range = (Bound::Included(message_key(chat, from)), Bound::Excluded(message_key(chat, to)));
+        self.live.scan(range.0, range.1, reverse, limit)?.iter().map(|(_, v)| dec("message", v)).collect()
     }
 
     pub fn dedup(&self, chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Result<Option<u64>, StorageError> {
-        self.tree().get(dedup_key(chat, sender, client_msg_id))?.map(|v| dec("dedup seq", &v)).transpose()
+        self.live.get(&dedup_key(chat, sender, client_msg_id))?.map(|v| dec("dedup seq", &v)).transpose()
     }
 
     /// Starts an atomic write of one apply call.
     pub fn writer(&self) -> StateWriter {
-        let (generation, tree) = self.gen.read().unwrap_or_else(|p| p.into_inner()).clone();
         StateWriter {
             trimmed: self.trimmed.clone(),
             journal: self.db.journal.clone(),
             group: self.group,
-            generation,
-            tree,
+            live: self.live.clone(),
             chats: HashMap::new(),
             members: HashMap::new(),
             writes: WriteSet::default(),
@@ -330,7 +330,7 @@ impl GroupState {
 
     /// Replaces the live tree with a freshly loaded generation (snapshot install).
     pub(crate) fn begin_generation(&self) -> Result<(u64, sled::Tree), StorageError> {
-        let next = self.gen.read().unwrap_or_else(|p| p.into_inner()).0 + 1;
+        let next = self.live.read().generation + 1;
         let name = StateDb::tree_name(self.group, next);
         self.db.db.drop_tree(name.as_bytes())?;
         Ok((next, self.db.db.open_tree(name)?))
@@ -339,11 +339,8 @@ impl GroupState {
     pub(crate) fn switch_generation(&self, gen: u64, tree: sled::Tree) -> Result<(), StorageError> {
         self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
         self.db.db.flush()?;
-        let old = {
-            let mut g = self.gen.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *g, (gen, tree))
-        };
-        self.db.db.drop_tree(StateDb::tree_name(self.group, old.0).as_bytes())?;
+        let (old_gen, _) = self.live.replace(gen, tree);
+        self.db.db.drop_tree(StateDb::tree_name(self.group, old_gen).as_bytes())?;
         Ok(())
     }
 }
@@ -351,7 +348,8 @@ impl GroupState {
 /// Collects one apply call's writes; reads see the writes made so far.
 pub struct StateWriter {
     pub(crate) trimmed: Arc<AtomicBool>,
-    pub(crate) tree: sled::Tree,
+    /// Reads see the group's pending writes over its tree.
+    pub(crate) live: Shared,
     pub(crate) chats: HashMap<ChatId, Option<ChatHeader>>,
     pub(crate) members: HashMap<(ChatId, UserId), Option<Member>>,
     pub(crate) dedup: HashMap<Vec<u8>, u64>,
@@ -360,7 +358,6 @@ pub struct StateWriter {
     pub(crate) writes: WriteSet,
     journal: sled::Tree,
     group: u32,
-    generation: u64,
 }
 
 impl StateWriter {
@@ -368,7 +365,7 @@ impl StateWriter {
         if let Some(c) = self.chats.get(chat) {
             return Ok(c.clone());
         }
-        let c: Option<ChatHeader> = self.tree.get(chat_key(chat))?.map(|v| dec("chat", &v)).transpose()?;
+        let c: Option<ChatHeader> = self.live.get(&chat_key(chat))?.map(|v| dec("chat", &v)).transpose()?;
         self.chats.insert(*chat, c.clone());
         Ok(c)
     }
@@ -381,7 +378,7 @@ impl StateWriter {
         if let Some(m) = self.members.get(&(*chat, *user)) {
             return Ok(m.clone());
         }
-        let m: Option<Member> = self.tree.get(member_key(chat, user))?.map(|v| dec("member", &v)).transpose()?;
+        let m: Option<Member> = self.live.get(&member_key(chat, user))?.map(|v| dec("member", &v)).transpose()?;
         self.members.insert((*chat, *user), m.clone());
         Ok(m)
     }
@@ -395,7 +392,7 @@ impl StateWriter {
         if let Some(s) = self.dedup.get(&key) {
             return Ok(Some(*s));
         }
-        self.tree.get(&key)?.map(|v| dec("dedup seq", &v)).transpose()
+        self.live.get(&key)?.map(|v| dec("dedup seq", &v)).transpose()
     }
 
     pub fn put_message(&mut self, chat: &ChatId, msg: &MessageRecord) -> Result<(), StorageError> {
@@ -413,14 +410,14 @@ impl StateWriter {
         if let Some(m) = self.messages.get(&(*chat, seq)) {
             return Ok(Some(m.clone()));
         }
-        self.tree.get(message_key(chat, seq))?.map(|v| dec("message", &v)).transpose()
+        self.live.get(&message_key(chat, seq))?.map(|v| dec("message", &v)).transpose()
     }
 
     pub fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if let Some(v) = self.kv.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.tree.get(kv_key(key))?.map(|v| v.to_vec()))
+        self.live.get(&kv_key(key))
     }
 
     pub fn kv_put(&mut self, key: &[u8], value: Option<Vec<u8>>) {
@@ -431,7 +428,8 @@ impl StateWriter {
         self.kv.insert(key.to_vec(), value);
     }
 
-    /// Writes everything plus `applied`, atomically (see `apply_journal`).
+    /// Writes everything plus `applied`, atomically: into the pending writes, which reach
+    /// sled in one batch now and then (see `pending`).
     pub fn commit(mut self, applied: &AppliedState) -> Result<(), StorageError> {
         for (chat, header) in self.chats.drain() {
             if let Some(h) = header {
@@ -445,6 +443,9 @@ impl StateWriter {
             }
         }
         self.writes.insert(KEY_APPLIED, enc("applied state", applied)?);
-        crate::apply_journal::commit(&self.journal, self.group, self.generation, &self.tree, self.writes)
+        if self.live.merge(self.writes) {
+            self.live.flush(&self.journal, self.group)?;
+        }
+        Ok(())
     }
 }

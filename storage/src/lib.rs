@@ -10,8 +10,10 @@
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group on top of [`wal`].
 //! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
 //!   keyed (chat, seq), the idempotency table, and last-applied, written atomically.
-//! - [`apply_journal`]: how one apply's writes reach sled atomically: a journal record per
-//!   group that completes a torn apply at start-up, instead of a sled batch per apply.
+//! - [`pending`]: write-back of applied state: applies land in memory, reach sled in batches;
+//!   readers see both.
+//! - [`apply_journal`]: how a set of writes reaches sled atomically: a journal record per group
+//!   that completes a torn write at start-up, or one sled batch for large sets.
 //! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
 //! - [`restore`]: writing a backed-up group's records into a fresh group.
 //! - [`compact`]: offline compaction of the state database (`--compact-state`).
@@ -41,6 +43,7 @@ pub mod compact;
 pub mod error;
 pub mod identity;
 pub mod log_store;
+pub mod pending;
 pub mod records;
 pub mod restore;
 pub mod retention;

@@ -73,12 +73,8 @@ impl StateWriter {
         if !(self.chats.is_empty() && self.members.is_empty() && self.messages.is_empty() && self.kv.is_empty()) {
             return Ok(false);
         }
-        for k in self.tree.iter().keys() {
-            if k?.as_ref() != KEY_APPLIED {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let first = self.live.scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false, 2)?;
+        Ok(first.iter().all(|(k, _)| k.as_slice() == KEY_APPLIED))
     }
 
     /// Writes one record of a backed-up group unless its key is already present; `Ok(false)`
@@ -108,7 +104,7 @@ impl StateWriter {
                 absent
             }
             RestoreRecord::Dedup(key, seq) => {
-                let absent = !self.dedup.contains_key(&key) && self.tree.get(&key)?.is_none();
+                let absent = !self.dedup.contains_key(&key) && self.live.get(&key)?.is_none();
                 if absent {
                     self.writes.insert(key.as_slice(), enc("dedup seq", &seq)?);
                     self.dedup.insert(key, seq);

@@ -4,6 +4,7 @@
 //! and a clock, and rides in a `Trim` command; apply only deletes, so every replica deletes the
 //! same messages. Deleted messages leave the next snapshot, and with it the purged Raft log.
 
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use crate::chat_store::chat_of_key;
@@ -21,16 +22,11 @@ impl GroupState {
     /// Chats in key order after `after` (exclusive), at most `limit`.
     pub fn chats_after(&self, after: Option<ChatId>, limit: usize) -> Result<Vec<(ChatId, ChatHeader)>, StorageError> {
         let start = match after {
-            Some(c) => {
-                let mut k = crate::chat_store::chat_key(&c);
-                k.push(0);
-                k
-            }
-            None => vec![PREFIX_CHAT],
+            Some(c) => Bound::Excluded(crate::chat_store::chat_key(&c)),
+            None => Bound::Included(vec![PREFIX_CHAT]),
         };
         let mut out = Vec::new();
-        for kv in self.tree().range(start..vec![PREFIX_CHAT + 1]).take(limit) {
-            let (k, v) = kv?;
+        for (k, v) in self.live.scan(start, Bound::Excluded(vec![PREFIX_CHAT + 1]), false, limit)? {
             if let Some(chat) = chat_of_key(&k) {
                 out.push((chat, dec("chat", &v)?));
             }
@@ -47,8 +43,8 @@ impl GroupState {
     /// `(seq, timestamp)` of a chat's oldest stored messages, oldest first, at most `limit`.
     pub fn oldest_messages(&self, chat: &ChatId, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
         let mut out = Vec::new();
-        for kv in self.tree().range(message_key(chat, 0)..=message_key(chat, u64::MAX)).take(limit) {
-            let (_, v) = kv?;
+        let (lo, hi) = (Bound::Included(message_key(chat, 0)), Bound::Included(message_key(chat, u64::MAX)));
+        for (_, v) in self.live.scan(lo, hi, false, limit)? {
             let m: MessageRecord = dec("message", &v)?;
             out.push((m.seq, m.ts_ms));
         }
@@ -61,12 +57,12 @@ impl StateWriter {
     /// first; returns how many. Their dedup entries stay (a late retry still gets its answer).
     pub fn trim_messages(&mut self, chat: &ChatId, through: u64, max: usize) -> Result<u32, StorageError> {
         let mut n = 0u32;
-        for k in self.tree.range(message_key(chat, 0)..=message_key(chat, through)).keys().take(max) {
-            let k = k?;
+        let (lo, hi) = (Bound::Included(message_key(chat, 0)), Bound::Included(message_key(chat, through)));
+        for (k, _) in self.live.scan(lo, hi, false, max)? {
             if let Some(seq) = k.get(17..25).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes) {
                 self.messages.remove(&(*chat, seq));
             }
-            self.writes.remove(k.to_vec());
+            self.writes.remove(k);
             n += 1;
         }
         if n > 0 {

@@ -115,6 +115,7 @@ impl SnapshotDir {
 /// The consistent cut of a group's state taken between two applies.
 pub struct Capture {
     tree: sled::Tree,
+    state: GroupState,
     mutable: Vec<(sled::IVec, sled::IVec)>,
     next_seq: HashMap<ChatId, u64>,
     pub applied: AppliedState,
@@ -122,7 +123,9 @@ pub struct Capture {
 
 /// Copies the mutable part of the state. Call it while no apply runs.
 pub fn capture(state: &GroupState) -> Result<Capture, StorageError> {
-    let tree = state.tree();
+    // The build streams messages from the tree after the capture: they must be in it.
+    state.flush_pending()?;
+    let tree = state.flushed_tree();
     let applied = state.applied()?;
     let mut mutable = Vec::new();
     let mut next_seq = HashMap::new();
@@ -146,7 +149,7 @@ pub fn capture(state: &GroupState) -> Result<Capture, StorageError> {
         }
         mutable.push((k, v));
     }
-    Ok(Capture { tree, mutable, next_seq, applied })
+    Ok(Capture { tree, state: state.clone(), mutable, next_seq, applied })
 }
 
 /// Writes the snapshot of `cap` and makes it the group's current snapshot. Blocking I/O.
@@ -184,6 +187,10 @@ pub fn build(cap: Capture, snapshot_id: String, dir: &SnapshotDir) -> Result<Met
     }
     let file = w.finish()?;
     file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
+    // Make sled durable up to the capture too (its own flush is not an fsync), before the
+    // snapshot is published and the log behind it purged: a restart after a crash then finds
+    // the state at or past this snapshot and need not reinstall it.
+    cap.state.sync_db()?;
     dir.publish(&tmp)?;
     Ok(meta)
 }

@@ -132,13 +132,17 @@ fn same_commands_same_state() {
     let (_d1, g1) = group();
     let (_d2, g2) = group();
     assert_eq!(run(&g1, &cmds), run(&g2, &cmds));
-    let dump = |g: &GroupState| g.tree().iter().map(|kv| kv.unwrap()).collect::<Vec<_>>();
+    let dump = |g: &GroupState| {
+        g.flush_pending().unwrap();
+        g.flushed_tree().iter().map(|kv| kv.unwrap()).collect::<Vec<_>>()
+    };
     assert_eq!(dump(&g1), dump(&g2));
 }
 
 /// Every raw pair of a group's tree except the applied state, as a backup carries them.
 fn records_of(g: &GroupState) -> Vec<(Vec<u8>, Vec<u8>)> {
-    g.tree()
+    g.flush_pending().unwrap();
+    g.flushed_tree()
         .iter()
         .map(|kv| kv.unwrap())
         .filter(|(k, _)| k.as_ref() != raftchat_storage::chat_store::KEY_APPLIED)

@@ -1,0 +1,215 @@
+//! Write-back of applied state: a group's applies land in memory first and reach sled in
+//! large batches.
+//!
+//! Every apply used to write its keys to sled at once: with 64 groups a message is about one
+//! Raft entry, so each message cost five sled writes on each replica (journal record,
+//! message, dedup key, chat head, applied id) and the state machine was the largest cost of a
+//! loaded node (docs/BENCHMARKS.md). Now an apply merges its writes into the group's
+//! `pending` map, and once that holds [`FLUSH_WRITES`] keys or [`FLUSH_BYTES`] bytes they go to
+//! sled as one batch (through `apply_journal::commit`, so atomically), the applied id with
+//! them. A chat head or applied id rewritten by every message reaches sled once per batch.
+//!
+//! Readers see `pending` over the tree: point reads look in `pending` first; range reads merge
+//! the two in key order, `pending` winning and its deletes hiding tree keys. A flush writes
+//! the tree before it empties `pending`, and readers look at `pending` before the tree, so a
+//! reader never misses a write that was applied before it started.
+//!
+//! Durability is unchanged: sled was never fsynced per apply. After a crash sled holds the
+//! state of some earlier flush, which is the state after some apply, and openraft applies the
+//! log again from its applied id. The log is purged only behind a snapshot, and a snapshot's
+//! capture flushes first.
+//!
+//! One thread writes: a group's state machine (applies, snapshot capture and install). Readers
+//! are any thread.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+
+use crate::apply_journal::WriteSet;
+use crate::error::StorageError;
+
+/// Pending keys that make a flush.
+pub const FLUSH_WRITES: usize = 4096;
+/// Pending bytes (keys and values) that make a flush.
+pub const FLUSH_BYTES: usize = 1024 * 1024;
+
+/// A key and its value.
+pub type Pair = (Vec<u8>, Vec<u8>);
+
+/// One group's live state: the sled tree of its current generation and the applied writes
+/// that have not reached it yet.
+pub(crate) struct Live {
+    pub(crate) generation: u64,
+    pub(crate) tree: sled::Tree,
+    /// Key -> value, or `None` for a delete.
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending_bytes: usize,
+}
+
+/// The live state shared by the state machine and readers.
+#[derive(Clone)]
+pub(crate) struct Shared(Arc<RwLock<Live>>);
+
+impl Shared {
+    pub(crate) fn new(generation: u64, tree: sled::Tree) -> Self {
+        Shared(Arc::new(RwLock::new(Live { generation, tree, pending: BTreeMap::new(), pending_bytes: 0 })))
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Live> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Live> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value of `key`, pending writes first.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let tree = {
+            let live = self.read();
+            if let Some(v) = live.pending.get(key) {
+                return Ok(v.clone());
+            }
+            live.tree.clone()
+        };
+        Ok(tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Pairs with keys in `(lo, hi)`, in key order (descending with `reverse`), at most `limit`.
+    pub(crate) fn scan(
+        &self,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StorageError> {
+        if limit == 0 || is_empty_range(&lo, &hi) {
+            return Ok(Vec::new());
+        }
+        // Pending first (see the module doc), then the tree.
+        let (mut over, tree) = {
+            let live = self.read();
+            let over: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                live.pending.range((lo.clone(), hi.clone())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            (over, live.tree.clone())
+        };
+        if reverse {
+            over.reverse();
+        }
+        let mut over = over.into_iter().peekable();
+        let range = tree.range((lo, hi));
+        let mut tree_iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if reverse { Box::new(range.rev()) } else { Box::new(range) };
+        let mut next_tree = tree_iter.next().transpose()?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // Which side holds the next key in scan order?
+            let take_over = match (over.peek(), &next_tree) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((ok, _)), Some((tk, _))) => {
+                    let ord = ok.as_slice().cmp(tk.as_ref());
+                    if ord == std::cmp::Ordering::Equal {
+                        // The pending write replaces the tree's value.
+                        next_tree = tree_iter.next().transpose()?;
+                        true
+                    } else {
+                        (ord == std::cmp::Ordering::Less) != reverse
+                    }
+                }
+            };
+            if take_over {
+                if let Some((k, Some(v))) = over.next() {
+                    out.push((k, v));
+                }
+            } else if let Some((k, v)) = next_tree.take() {
+                out.push((k.to_vec(), v.to_vec()));
+                next_tree = tree_iter.next().transpose()?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges one apply's writes; true when it is time to [`Shared::flush`].
+    pub(crate) fn merge(&self, set: WriteSet) -> bool {
+        let mut live = self.write();
+        for (key, value) in set.into_writes() {
+            live.pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            live.pending.insert(key, value);
+        }
+        live.pending.len() >= FLUSH_WRITES || live.pending_bytes >= FLUSH_BYTES
+    }
+
+    /// Writes every pending write to the tree, atomically, then forgets them.
+    pub(crate) fn flush(&self, journal: &sled::Tree, group: u32) -> Result<(), StorageError> {
+        let (generation, tree, set) = {
+            let live = self.read();
+            if live.pending.is_empty() {
+                return Ok(());
+            }
+            let mut set = WriteSet::default();
+            for (k, v) in &live.pending {
+                match v {
+                    Some(v) => set.insert(k.clone(), v.clone()),
+                    None => set.remove(k.clone()),
+                }
+            }
+            (live.generation, live.tree.clone(), set)
+        };
+        crate::apply_journal::commit(journal, group, generation, &tree, set)?;
+        // Only this thread writes `pending`, so nothing was added since it was read.
+        let mut live = self.write();
+        if live.generation == generation {
+            live.pending.clear();
+            live.pending_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes `tree` the live generation; pending writes of the old one are dropped with it.
+    pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> (u64, sled::Tree) {
+        let mut live = self.write();
+        live.pending.clear();
+        live.pending_bytes = 0;
+        let old_gen = std::mem::replace(&mut live.generation, generation);
+        let old_tree = std::mem::replace(&mut live.tree, tree);
+        (old_gen, old_tree)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.read().pending.len()
+    }
+}
+
+/// The end bound of the keys that start with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
+}
+
+/// True when no key lies in `(lo, hi)` (BTreeMap::range panics on such a range).
+fn is_empty_range(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "pending/tests.rs"]
+mod tests;
