@@ -125,6 +125,13 @@ pub async fn dump(
         match resp.status().as_u16() {
             200 => {}
             409 => return Err(DumpError::NotHosted),
+            // The group answered that the chat does not exist: a definite answer, an empty log.
+            // Every chat of a run was created before it, so a cluster that forgot one (lost
+            // its data) shows as lost messages, not as a read that never succeeded.
+            404 => {
+                let v: Value = resp.json().await.map_err(|_| DumpError::Unavailable)?;
+                return if v["error"]["code"] == "unknown_chat" { Ok(out) } else { Err(DumpError::Unavailable) };
+            }
             _ => return Err(DumpError::Unavailable),
         }
         let v: Value = resp.json().await.map_err(|_| DumpError::Unavailable)?;

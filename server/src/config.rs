@@ -52,7 +52,8 @@ pub struct NodeArgs {
     /// Raft election timeout minimum in ms [default: 1500]; the maximum is twice this.
     #[arg(long, env = "RAFTCHAT_ELECTION_MS")]
     pub election_ms: Option<u64>,
-    /// Log entries between snapshots of a group [default: 10000].
+    /// Log entries between snapshots of a group, at least; a group also waits until its log is
+    /// half the size of its last snapshot [default: 10000].
     #[arg(long, env = "RAFTCHAT_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
     /// Log entries kept behind a snapshot [default: 2000].
