@@ -53,12 +53,18 @@ impl Node {
 
     /// The index of the group's last snapshot, when `h` is due for the next one.
     fn snapshot_due(&self, h: &GroupHandle) -> Option<u64> {
-        let m = h.raft.metrics().borrow().clone();
-        let applied = m.last_applied.map_or(0, |l| l.index);
-        let snapshot = m.snapshot.map_or(0, |l| l.index);
+        let (applied, snapshot) = {
+            let m = h.raft.metrics();
+            let m = m.borrow();
+            (m.last_applied.map_or(0, |l| l.index), m.snapshot.map_or(0, |l| l.index))
+        };
+        let (since, every) = (applied.saturating_sub(snapshot), self.inner.config.snapshot_every_logs);
+        if since < every {
+            // Most groups, most of the time: no need to look at file sizes.
+            return None;
+        }
         let (log_bytes, snapshot_bytes) = self.group_bytes(h.id);
-        let every = self.inner.config.snapshot_every_logs;
-        due(applied.saturating_sub(snapshot), every, log_bytes, snapshot_bytes).then_some(snapshot)
+        due(since, every, log_bytes, snapshot_bytes).then_some(snapshot)
     }
 
     /// Waits until the group has a snapshot newer than `last`. (openraft ignores a trigger

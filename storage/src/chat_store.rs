@@ -339,7 +339,7 @@ impl GroupState {
     pub(crate) fn switch_generation(&self, gen: u64, tree: sled::Tree) -> Result<(), StorageError> {
         self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
         self.db.db.flush()?;
-        let (old_gen, _) = self.live.replace(gen, tree);
+        let old_gen = self.live.replace(gen, tree);
         self.db.db.drop_tree(StateDb::tree_name(self.group, old_gen).as_bytes())?;
         Ok(())
     }

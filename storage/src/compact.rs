@@ -83,8 +83,8 @@ pub fn compact(dir: &Path) -> Result<(u64, u64), StorageError> {
     let before = dir_bytes(dir);
     let (tmp, old) = (sibling(dir, "compact"), sibling(dir, "old"));
     {
-        let src = sled::Config::new().path(dir).open()?;
-        let dst = sled::Config::new().path(&tmp).open()?;
+        let src = open_sled(&sled::Config::new().path(dir))?;
+        let dst = open_sled(&sled::Config::new().path(&tmp))?;
         for name in src.tree_names() {
             let (from, to) = (src.open_tree(&name)?, dst.open_tree(&name)?);
             let mut batch = sled::Batch::default();

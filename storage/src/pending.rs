@@ -171,14 +171,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Makes `tree` the live generation; pending writes of the old one are dropped with it.
-    pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> (u64, sled::Tree) {
+    /// Makes `tree` the live generation and returns the old generation's number; pending
+    /// writes of the old one are dropped with it.
+    pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> u64 {
         let mut live = self.write();
         live.pending.clear();
         live.pending_bytes = 0;
-        let old_gen = std::mem::replace(&mut live.generation, generation);
-        let old_tree = std::mem::replace(&mut live.tree, tree);
-        (old_gen, old_tree)
+        live.tree = tree;
+        std::mem::replace(&mut live.generation, generation)
     }
 
     #[cfg(test)]

@@ -121,7 +121,7 @@ fn replacing_the_generation_drops_its_pending_writes() {
     live.merge(set);
     let fresh = db.open_tree("g2").unwrap();
     fresh.insert(b"k", b"installed".as_slice()).unwrap();
-    let (old_gen, _) = live.replace(2, fresh);
+    let old_gen = live.replace(2, fresh);
     assert_eq!(old_gen, 1);
     assert_eq!(live.get(b"k").unwrap(), Some(b"installed".to_vec()));
     live.flush(&journal, 1).unwrap();
