@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::apply_journal::WriteSet;
 use crate::codec;
+use crate::dedup_filter::Scanner;
 use crate::error::StorageError;
 use crate::pending::prefix_end;
 use crate::pending::Shared;
@@ -118,6 +119,8 @@ pub struct StateDb {
     /// Each group's last apply, for completing it after a crash (see `apply_journal`).
     journal: sled::Tree,
     dir: PathBuf,
+    /// Fills each group generation's dedup filter in the background.
+    scanner: Scanner,
 }
 
 impl StateDb {
@@ -127,7 +130,7 @@ impl StateDb {
         let db = crate::compact::open_sled(&config)?;
         let current = db.open_tree("current")?;
         let journal = db.open_tree("journal")?;
-        Ok(StateDb { db, current, journal, dir: dir.to_path_buf() })
+        Ok(StateDb { db, current, journal, dir: dir.to_path_buf(), scanner: Scanner::start() })
     }
 
     fn tree_name(group: u32, gen: u64) -> String {
@@ -167,12 +170,9 @@ impl StateDb {
         if replayed > 0 {
             tracing::debug!(group, replayed, "completed the last journalled apply");
         }
-        Ok(GroupState {
-            db: self.clone(),
-            group,
-            live: Shared::new(gen, tree),
-            trimmed: Arc::new(AtomicBool::new(false)),
-        })
+        let live = Shared::new(gen, tree);
+        self.scanner.scan(live.arc(), gen);
+        Ok(GroupState { db: self.clone(), group, live, trimmed: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Removes every trace of a group (its replica left this node).
@@ -340,6 +340,7 @@ impl GroupState {
         self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
         self.db.db.flush()?;
         let old_gen = self.live.replace(gen, tree);
+        self.db.scanner.scan(self.live.arc(), gen);
         self.db.db.drop_tree(StateDb::tree_name(self.group, old_gen).as_bytes())?;
         Ok(())
     }
@@ -365,7 +366,7 @@ impl StateWriter {
         if let Some(c) = self.chats.get(chat) {
             return Ok(c.clone());
         }
-        let c: Option<ChatHeader> = self.live.get(&chat_key(chat))?.map(|v| dec("chat", &v)).transpose()?;
+        let c: Option<ChatHeader> = self.live.get_for_writer(&chat_key(chat))?.map(|v| dec("chat", &v)).transpose()?;
         self.chats.insert(*chat, c.clone());
         Ok(c)
     }
@@ -378,7 +379,8 @@ impl StateWriter {
         if let Some(m) = self.members.get(&(*chat, *user)) {
             return Ok(m.clone());
         }
-        let m: Option<Member> = self.live.get(&member_key(chat, user))?.map(|v| dec("member", &v)).transpose()?;
+        let m: Option<Member> =
+            self.live.get_for_writer(&member_key(chat, user))?.map(|v| dec("member", &v)).transpose()?;
         self.members.insert((*chat, *user), m.clone());
         Ok(m)
     }
@@ -391,6 +393,9 @@ impl StateWriter {
         let key = dedup_key(chat, sender, client_msg_id);
         if let Some(s) = self.dedup.get(&key) {
             return Ok(Some(*s));
+        }
+        if self.live.dedup_surely_absent(&key) {
+            return Ok(None);
         }
         self.live.get(&key)?.map(|v| dec("dedup seq", &v)).transpose()
     }

@@ -12,6 +12,8 @@
 //!   keyed (chat, seq), the idempotency table, and last-applied, written atomically.
 //! - [`pending`]: write-back of applied state: applies land in memory, reach sled in batches;
 //!   readers see both.
+//! - `dedup_filter`: a Bloom filter over each group's idempotency keys, so that checking a new
+//!   message for a duplicate costs no sled lookup.
 //! - [`apply_journal`]: how a set of writes reaches sled atomically: a journal record per group
 //!   that completes a torn write at start-up, or one sled batch for large sets.
 //! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
@@ -40,6 +42,7 @@ pub mod blobs;
 pub mod chat_store;
 pub mod codec;
 pub mod compact;
+pub(crate) mod dedup_filter;
 pub mod error;
 pub mod identity;
 pub mod log_store;

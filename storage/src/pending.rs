@@ -21,8 +21,15 @@
 //!
 //! One thread writes: a group's state machine (applies, snapshot capture and install). Readers
 //! are any thread.
+//!
+//! Every message apply reads its chat head and its sender's membership. Those reads are served
+//! from `clean`, a bounded map of chat and member keys as they are in the tree, so that a hot
+//! chat costs no sled lookup per message (a sled read is a tree walk of several microseconds).
+//! Only the writer fills `clean` (on a read miss, and with each key it flushes), so no reader
+//! can put a value there that a flush has since replaced; a snapshot install empties it.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::RwLock;
@@ -30,12 +37,17 @@ use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
 
 use crate::apply_journal::WriteSet;
+use crate::chat_store::PREFIX_DEDUP;
+use crate::dedup_filter::DedupFilter;
 use crate::error::StorageError;
 
 /// Pending keys that make a flush.
 pub const FLUSH_WRITES: usize = 4096;
 /// Pending bytes (keys and values) that make a flush.
 pub const FLUSH_BYTES: usize = 1024 * 1024;
+
+/// Tree values of chat and member keys kept in `clean`, per group; past it `clean` starts over.
+pub const CLEAN_MAX: usize = 4096;
 
 /// A key and its value.
 pub type Pair = (Vec<u8>, Vec<u8>);
@@ -48,6 +60,24 @@ pub(crate) struct Live {
     /// Key -> value, or `None` for a delete.
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pending_bytes: usize,
+    /// Chat and member keys as the tree holds them (`None`: absent); see the module doc.
+    clean: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Every idempotency key of this generation (see `dedup_filter`).
+    pub(crate) dedup: DedupFilter,
+}
+
+/// Keys that every message apply reads: chat heads and members.
+fn cacheable(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&crate::chat_store::PREFIX_CHAT) | Some(&crate::chat_store::PREFIX_MEMBER))
+}
+
+impl Live {
+    fn remember(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.clean.len() >= CLEAN_MAX && !self.clean.contains_key(&key) {
+            self.clean.clear();
+        }
+        self.clean.insert(key, value);
+    }
 }
 
 /// The live state shared by the state machine and readers.
@@ -56,7 +86,19 @@ pub(crate) struct Shared(Arc<RwLock<Live>>);
 
 impl Shared {
     pub(crate) fn new(generation: u64, tree: sled::Tree) -> Self {
-        Shared(Arc::new(RwLock::new(Live { generation, tree, pending: BTreeMap::new(), pending_bytes: 0 })))
+        Shared(Arc::new(RwLock::new(Live {
+            generation,
+            tree,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            clean: HashMap::new(),
+            dedup: DedupFilter::new(),
+        })))
+    }
+
+    /// The shared state itself, for the dedup filter's scanner.
+    pub(crate) fn arc(&self) -> &Arc<RwLock<Live>> {
+        &self.0
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Live> {
@@ -71,12 +113,32 @@ impl Shared {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let tree = {
             let live = self.read();
-            if let Some(v) = live.pending.get(key) {
+            if let Some(v) = live.pending.get(key).or_else(|| live.clean.get(key)) {
                 return Ok(v.clone());
             }
             live.tree.clone()
         };
         Ok(tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// [`Shared::get`] for the writer: a chat or member key read from the tree is kept in
+    /// `clean`. Only the group's one writer may call it (see the module doc).
+    pub(crate) fn get_for_writer(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let (generation, tree) = {
+            let live = self.read();
+            if let Some(v) = live.pending.get(key).or_else(|| live.clean.get(key)) {
+                return Ok(v.clone());
+            }
+            (live.generation, live.tree.clone())
+        };
+        let value = tree.get(key)?.map(|v| v.to_vec());
+        if cacheable(key) {
+            let mut live = self.write();
+            if live.generation == generation {
+                live.remember(key.to_vec(), value.clone());
+            }
+        }
+        Ok(value)
     }
 
     /// Pairs with keys in `(lo, hi)`, in key order (descending with `reverse`), at most `limit`.
@@ -139,10 +201,19 @@ impl Shared {
     pub(crate) fn merge(&self, set: WriteSet) -> bool {
         let mut live = self.write();
         for (key, value) in set.into_writes() {
+            if value.is_some() && key.first() == Some(&PREFIX_DEDUP) {
+                live.dedup.insert(&key);
+            }
             live.pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
             live.pending.insert(key, value);
         }
         live.pending.len() >= FLUSH_WRITES || live.pending_bytes >= FLUSH_BYTES
+    }
+
+    /// True when the idempotency key `key` is surely in neither `pending` nor the tree (false
+    /// means "look it up"; see `dedup_filter`).
+    pub(crate) fn dedup_surely_absent(&self, key: &[u8]) -> bool {
+        self.read().dedup.surely_absent(key)
     }
 
     /// Writes every pending write to the tree, atomically, then forgets them.
@@ -165,18 +236,26 @@ impl Shared {
         // Only this thread writes `pending`, so nothing was added since it was read.
         let mut live = self.write();
         if live.generation == generation {
-            live.pending.clear();
+            let flushed = std::mem::take(&mut live.pending);
             live.pending_bytes = 0;
+            for (key, value) in flushed {
+                if cacheable(&key) {
+                    live.remember(key, value);
+                }
+            }
         }
         Ok(())
     }
 
     /// Makes `tree` the live generation and returns the old generation's number; pending
-    /// writes of the old one are dropped with it.
+    /// writes of the old one are dropped with it, and its dedup filter (the new one is
+    /// incomplete until scanned).
     pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> u64 {
         let mut live = self.write();
         live.pending.clear();
         live.pending_bytes = 0;
+        live.clean.clear();
+        live.dedup = DedupFilter::new();
         live.tree = tree;
         std::mem::replace(&mut live.generation, generation)
     }
@@ -184,6 +263,11 @@ impl Shared {
     #[cfg(test)]
     pub(crate) fn pending_len(&self) -> usize {
         self.read().pending.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn clean_len(&self) -> usize {
+        self.read().clean.len()
     }
 }
 

@@ -68,6 +68,10 @@ fn reads_see_pending_over_the_tree_through_flushes() {
             _ => {
                 let k = key(&mut r);
                 assert_eq!(live.get(&k).unwrap(), model.get(&k).cloned(), "get {k:?} at step {step}");
+                // The writer's reads fill `clean` with the `c...` keys; every later read must
+                // still see each new write and flush.
+                let w = key(&mut r);
+                assert_eq!(live.get_for_writer(&w).unwrap(), model.get(&w).cloned(), "writer get {w:?} at step {step}");
                 let (lo, hi) = (bound(&mut r), bound(&mut r));
                 let reverse = r.below(2) == 0;
                 let limit = 1 + r.below(6) as usize;
@@ -129,8 +133,85 @@ fn replacing_the_generation_drops_its_pending_writes() {
 }
 
 #[test]
+fn the_clean_map_is_bounded_and_dropped_with_its_generation() {
+    let (_dir, db, journal, live) = open();
+    let mut set = WriteSet::default();
+    for i in 0..CLEAN_MAX + 10 {
+        set.insert(crate::chat_store::chat_key(&uuid::Uuid::from_u128(i as u128)), vec![1]);
+    }
+    set.insert(b"m-not-cached".to_vec(), vec![2]);
+    live.merge(set);
+    live.flush(&journal, 1).unwrap();
+    assert!(live.clean_len() <= CLEAN_MAX, "clean holds {} keys", live.clean_len());
+    assert!(live.clean_len() > 0, "flushed chat keys are remembered");
+    let k = crate::chat_store::chat_key(&uuid::Uuid::from_u128(3));
+    assert_eq!(live.get_for_writer(&k).unwrap(), Some(vec![1]));
+    // A new generation holds other values: nothing of the old one may answer for it.
+    let fresh = db.open_tree("g2").unwrap();
+    fresh.insert(&k, b"installed".as_slice()).unwrap();
+    live.replace(2, fresh);
+    assert_eq!(live.clean_len(), 0);
+    assert_eq!(live.get(&k).unwrap(), Some(b"installed".to_vec()));
+    assert_eq!(live.get_for_writer(&k).unwrap(), Some(b"installed".to_vec()));
+}
+
+#[test]
 fn prefix_end_bounds() {
     assert_eq!(prefix_end(b"ab"), Bound::Excluded(b"ac".to_vec()));
     assert_eq!(prefix_end(&[b'a', 0xff]), Bound::Excluded(b"b".to_vec()));
     assert_eq!(prefix_end(&[0xff, 0xff]), Bound::Unbounded);
+}
+
+fn dedup(i: u64) -> Vec<u8> {
+    let mut k = vec![crate::chat_store::PREFIX_DEDUP];
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+/// Waits, with a deadline, until the scanner has completed the filter of `live`.
+fn wait_scanned(live: &Shared, probe: &[u8]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !live.read().dedup.surely_absent(probe) {
+        assert!(std::time::Instant::now() < deadline, "the dedup scan never completed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_dedup_filter_knows_old_keys_new_keys_and_starts_over_with_a_generation() {
+    let (_dir, db, journal, live) = open();
+    // Keys already in the tree when the generation went live: only the scan can know them.
+    let tree = live.read().tree.clone();
+    for i in 0..10_000 {
+        tree.insert(dedup(i), vec![1]).unwrap();
+    }
+    let scanner = crate::dedup_filter::Scanner::start();
+    scanner.scan(live.arc(), 1);
+    wait_scanned(&live, &dedup(1_000_000));
+    for i in 0..10_000 {
+        assert!(!live.dedup_surely_absent(&dedup(i)), "old key {i}");
+    }
+    // Keys merged later, flushed or not.
+    let mut set = WriteSet::default();
+    for i in 10_000..12_000 {
+        set.insert(dedup(i), vec![1]);
+    }
+    live.merge(set);
+    for i in 10_000..12_000 {
+        assert!(!live.dedup_surely_absent(&dedup(i)), "pending key {i}");
+    }
+    live.flush(&journal, 1).unwrap();
+    for i in 10_000..12_000 {
+        assert!(!live.dedup_surely_absent(&dedup(i)), "flushed key {i}");
+    }
+    let absent = (20_000..30_000).filter(|i| live.dedup_surely_absent(&dedup(*i))).count();
+    assert!(absent > 9_900, "only {absent} of 10,000 new keys are surely absent");
+    // A new generation (snapshot install) answers nothing until its own tree is scanned.
+    let fresh = db.open_tree("g2").unwrap();
+    fresh.insert(dedup(50_000), vec![1]).unwrap();
+    live.replace(2, fresh);
+    assert!(!live.dedup_surely_absent(&dedup(25_000)), "an unscanned filter answers nothing");
+    scanner.scan(live.arc(), 2);
+    wait_scanned(&live, &dedup(1_000_000));
+    assert!(!live.dedup_surely_absent(&dedup(50_000)), "the installed key");
 }
