@@ -23,6 +23,10 @@ use raftchat_storage::chat_store::Role;
 use raftchat_storage::chat_store::StateDb;
 use uuid::Uuid;
 
+/// The node's allocator, so that these figures are a node's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CHATS: u64 = 1_000;
 const VALUE_BYTES: usize = 300;
 const BATCH: usize = 4_096;
