@@ -337,6 +337,8 @@ impl GroupState {
     }
 
     pub(crate) fn switch_generation(&self, gen: u64, tree: sled::Tree) -> Result<(), StorageError> {
+        // No flush may still be writing into the generation about to be dropped.
+        self.live.wait_for_flush()?;
         self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
         self.db.db.flush()?;
         let old_gen = self.live.replace(gen, tree);
@@ -449,7 +451,7 @@ impl StateWriter {
         }
         self.writes.insert(KEY_APPLIED, enc("applied state", applied)?);
         if self.live.merge(self.writes) {
-            self.live.flush(&self.journal, self.group)?;
+            self.live.flush_in_background(&self.journal, self.group)?;
         }
         Ok(())
     }

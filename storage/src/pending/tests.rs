@@ -42,10 +42,16 @@ fn open() -> (tempfile::TempDir, sled::Db, sled::Tree, Shared) {
 }
 
 #[test]
-fn reads_see_pending_over_the_tree_through_flushes() {
+fn reads_see_pending_over_flushing_over_the_tree_through_flushes() {
+    for seed in [0x9e37_79b9_7f4a_7c15, 0x2545_f491_4f6c_dd1d, 0x1234_5678_9abc_def1, 7] {
+        model_run(seed);
+    }
+}
+
+fn model_run(seed: u64) {
     let (_dir, _db, journal, live) = open();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut r = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut r = XorShift(seed);
     for step in 0..3000 {
         match r.below(10) {
             // One apply: a few writes and deletes.
@@ -64,7 +70,14 @@ fn reads_see_pending_over_the_tree_through_flushes() {
                 }
                 live.merge(set);
             }
-            6 => live.flush(&journal, 1).unwrap(),
+            // Flushes, most of them on a thread of their own while the steps go on.
+            6 => {
+                if r.below(4) == 0 {
+                    live.flush(&journal, 1).unwrap()
+                } else {
+                    live.flush_in_background(&journal, 1).unwrap()
+                }
+            }
             _ => {
                 let k = key(&mut r);
                 assert_eq!(live.get(&k).unwrap(), model.get(&k).cloned(), "get {k:?} at step {step}");
@@ -125,6 +138,7 @@ fn replacing_the_generation_drops_its_pending_writes() {
     live.merge(set);
     let fresh = db.open_tree("g2").unwrap();
     fresh.insert(b"k", b"installed".as_slice()).unwrap();
+    live.wait_for_flush().unwrap();
     let old_gen = live.replace(2, fresh);
     assert_eq!(old_gen, 1);
     assert_eq!(live.get(b"k").unwrap(), Some(b"installed".to_vec()));
