@@ -16,9 +16,10 @@
 //! Large write sets (the write-back flushes of `pending`, restore, retention) are journalled the
 //! same way, in parts of at most [`JOURNAL_MAX_BYTES`] (one sled batch writes all parts, so they
 //! land together or not at all), and then written key by key in key order, and the parts are
-//! removed. Writing them in key order costs a quarter to a third less than one `apply_batch`, which
-//! visits its keys in hash order (docs/BENCHMARKS.md, `bench_sled`). A crash while the parts are
-//! removed leaves an incomplete set of parts, whose writes had all landed: replay drops it.
+//! removed. Writing them in key order costs a quarter to a third less than one `apply_batch`,
+//! which visits its keys in hash order (docs/BENCHMARKS.md, `bench_sled`). A crash while the
+//! parts are removed leaves an incomplete set of parts, whose writes had all landed: replay
+//! drops it.
 
 use serde::Deserialize;
 use serde::Serialize;
