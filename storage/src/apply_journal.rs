@@ -104,12 +104,17 @@ fn part_key(group: u32, part: u64) -> [u8; PART_KEY_LEN] {
     k
 }
 
+/// Bytes `write` takes in a journal part, about: key, value and their encoded lengths.
+fn part_bytes((key, value): &Write) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + 16
+}
+
 /// The ends of consecutive runs of `writes` of at most about `max_bytes` each.
 fn part_ends(writes: &[Write], max_bytes: usize) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut bytes = 0;
-    for (i, (k, v)) in writes.iter().enumerate() {
-        let len = k.len() + v.as_ref().map_or(0, Vec::len) + 16;
+    for (i, write) in writes.iter().enumerate() {
+        let len = part_bytes(write);
         if bytes > 0 && bytes + len > max_bytes {
             ends.push(i);
             bytes = 0;
@@ -129,13 +134,15 @@ pub fn commit(
     tree: &sled::Tree,
     set: WriteSet,
 ) -> Result<(), StorageError> {
-    if set.writes.len() <= JOURNAL_MAX_WRITES && set.bytes <= JOURNAL_MAX_BYTES {
+    let in_parts = set.writes.len() > JOURNAL_MAX_WRITES || set.bytes > JOURNAL_MAX_BYTES;
+    if in_parts {
+        journal_parts(journal, group, generation, &set.writes, JOURNAL_MAX_BYTES)?;
+    } else {
         let record = enc("apply journal", &JournalRef { generation, writes: &set.writes })?;
         journal.insert(journal_key(group), record)?;
-        write_each(tree, set.writes)?;
-    } else {
-        journal_parts(journal, group, generation, &set.writes, JOURNAL_MAX_BYTES)?;
-        write_each(tree, set.writes)?;
+    }
+    write_each(tree, set.writes)?;
+    if in_parts {
         forget_parts(journal, group)?;
     }
     Ok(())
@@ -325,8 +332,7 @@ mod tests {
         let mut start = 0;
         for end in ends {
             assert!(end > start, "no empty part");
-            let bytes: usize =
-                writes[start..end].iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 16).sum();
+            let bytes: usize = writes[start..end].iter().map(part_bytes).sum();
             assert!(bytes <= 1000, "part of {bytes} bytes");
             start = end;
         }

@@ -71,9 +71,9 @@ fn positions(key: &[u8]) -> impl Iterator<Item = usize> {
 }
 
 /// A group generation whose tree the scanner should read into its filter.
-pub(crate) struct ScanJob {
-    pub(crate) live: Weak<RwLock<Live>>,
-    pub(crate) generation: u64,
+struct ScanJob {
+    live: Weak<RwLock<Live>>,
+    generation: u64,
 }
 
 /// The node's one background scanner thread. It ends when every handle is dropped.

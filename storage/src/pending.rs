@@ -70,8 +70,7 @@ type FlushThread = std::thread::JoinHandle<Result<(), StorageError>>;
 pub(crate) struct Live {
     pub(crate) generation: u64,
     pub(crate) tree: sled::Tree,
-    /// Key -> value, or `None` for a delete.
-    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    pending: Overlay,
     pending_bytes: usize,
     /// The writes a flush thread is putting into the tree (between `pending` and the tree).
     flushing: Option<Arc<Overlay>>,
@@ -112,7 +111,7 @@ impl Shared {
         let live = Live {
             generation,
             tree,
-            pending: BTreeMap::new(),
+            pending: Overlay::new(),
             pending_bytes: 0,
             flushing: None,
             clean: HashMap::new(),
@@ -317,10 +316,11 @@ impl Shared {
             writes,
         })
     }
+
     /// Makes `tree` the live generation and returns the old generation's number; pending
     /// writes of the old one are dropped with it, and its dedup filter (the new one is
-    /// incomplete until scanned).
-    /// The caller has waited for the flush in progress ([`Shared::wait_for_flush`]).
+    /// incomplete until scanned). The caller has waited for the flush in progress
+    /// ([`Shared::wait_for_flush`]).
     pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> u64 {
         let mut live = self.write();
         live.pending.clear();
@@ -376,10 +376,18 @@ impl FlushJob {
     }
 }
 
+/// The flush thread's result; a panic becomes an error that carries its message.
 fn join(thread: FlushThread) -> Result<(), StorageError> {
-    thread.join().map_err(|_| StorageError::Corrupt {
-        path: std::path::PathBuf::from("state"),
-        reason: "a flush of applied writes panicked".into(),
+    thread.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        StorageError::Corrupt {
+            path: std::path::PathBuf::from("state"),
+            reason: format!("a flush of applied writes panicked: {message}"),
+        }
     })?
 }
 
