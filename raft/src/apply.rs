@@ -6,8 +6,8 @@
 
 use raftchat_storage::chat_store::ChatHeader;
 use raftchat_storage::chat_store::Member;
-use raftchat_storage::chat_store::MessageRecord;
 use raftchat_storage::chat_store::RestoreRecord;
+use raftchat_storage::message::MessageBytes;
 use raftchat_storage::chat_store::Role;
 use raftchat_storage::chat_store::StateWriter;
 use raftchat_storage::unsafe_knobs;
@@ -30,7 +30,8 @@ pub const NOTIFY_KEY_PREFIX: &[u8] = b"uc/";
 /// A committed change that connected clients may want to hear about.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Applied {
-    Message { chat: uuid::Uuid, message: MessageRecord },
+    /// A new message: its seq and its bytes as the gateway encoded them.
+    Message { chat: uuid::Uuid, seq: u64, message: MessageBytes },
     Receipt { chat: uuid::Uuid, user: uuid::Uuid, delivered: u64, read: u64 },
     Members { chat: uuid::Uuid },
     Key { key: Vec<u8>, present: bool },
@@ -67,6 +68,7 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 created_at_ms: *ts_ms,
                 created_by: *creator,
                 member_count: all.len() as u32,
+                first_seq: 1,
             };
             w.put_chat(*chat, header);
             Ok((CommandOutcome::Created { chat: *chat, existed: false }, Some(Applied::Members { chat: *chat })))
@@ -202,59 +204,41 @@ fn append(
     cmd: &ChatCommand,
     forced_seq: Option<u64>,
 ) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
-    let ChatCommand::Append { chat, sender, client_msg_id, message_id, ts_ms, kind, body } = cmd else {
+    let ChatCommand::Append { chat, message, dedup_window_ms } = cmd else {
         return reject(Rejection::Invalid("not an append".into()));
     };
-    if client_msg_id.len() > CLIENT_MSG_ID_MAX {
+    let Ok(v) = message.view() else {
+        return reject(Rejection::Invalid("undecodable message".into()));
+    };
+    if v.client_msg_id.len() > CLIENT_MSG_ID_MAX {
         return reject(Rejection::Invalid("clientMsgId too long".into()));
     }
     let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
-    let Some(mut sender_member) = w.member(chat, sender)? else {
+    let Some(mut sender_member) = w.member(chat, &v.sender)? else {
         return reject(Rejection::NotMember);
     };
-    if !client_msg_id.is_empty() && !unsafe_knobs::on(Knob::NoDedup) {
-        if let Some(seq) = w.dedup(chat, sender, client_msg_id)? {
-            // The original message decides id and timestamp of the answer.
-            let (message_id, ts_ms) = original(w, chat, seq, *message_id, *ts_ms)?;
-            return Ok((CommandOutcome::Appended { chat: *chat, seq, message_id, ts_ms, duplicate: true }, None));
+    if !v.client_msg_id.is_empty() && !unsafe_knobs::on(Knob::NoDedup) {
+        if let Some(o) = w.find_original(chat, &v.sender, v.client_msg_id, v.ts_ms, *dedup_window_ms)? {
+            // The original message decides seq, id and timestamp of the answer.
+            let outcome =
+                CommandOutcome::Appended { chat: *chat, seq: o.seq, message_id: o.message_id, ts_ms: o.ts_ms, duplicate: true };
+            return Ok((outcome, None));
         }
     }
     // The seq is assigned here, in log order. (The `seq_at_gateway` knob lets a gateway's guess
     // decide instead, on purpose.)
     let seq = forced_seq.unwrap_or(h.next_seq);
     h.next_seq = h.next_seq.max(seq + 1);
-    let message = MessageRecord {
-        seq,
-        message_id: *message_id,
-        sender: *sender,
-        client_msg_id: client_msg_id.clone(),
-        ts_ms: *ts_ms,
-        kind: kind.clone(),
-        body: body.clone(),
-    };
-    w.put_message(chat, &message)?;
+    w.put_message(chat, seq, message, &v, *dedup_window_ms);
     w.put_chat(*chat, h);
     // Sending in a chat means having read it: the sender's own messages never count as
     // unread for them. Only `read` moves: `delivered` is where the sender's other devices
     // resume, and they have not received anything yet.
     sender_member.read = sender_member.read.max(seq);
-    w.put_member(*chat, *sender, Some(sender_member));
+    w.put_member(*chat, v.sender, Some(sender_member));
     let outcome =
-        CommandOutcome::Appended { chat: *chat, seq, message_id: *message_id, ts_ms: *ts_ms, duplicate: false };
-    Ok((outcome, Some(Applied::Message { chat: *chat, message })))
-}
-
-fn original(
-    w: &mut StateWriter,
-    chat: &uuid::Uuid,
-    seq: u64,
-    fallback_id: uuid::Uuid,
-    fallback_ts: u64,
-) -> Result<(uuid::Uuid, u64), StorageError> {
-    Ok(match w.message(chat, seq)? {
-        Some(m) => (m.message_id, m.ts_ms),
-        None => (fallback_id, fallback_ts),
-    })
+        CommandOutcome::Appended { chat: *chat, seq, message_id: v.message_id, ts_ms: v.ts_ms, duplicate: false };
+    Ok((outcome, Some(Applied::Message { chat: *chat, seq, message: message.clone() })))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! timestamp, the message id and the client's message id. Apply never reads a clock or draws a
 //! random number, so every replica computes the same state.
 
+use raftchat_storage::message::MessageBytes;
 use serde::Deserialize;
 use serde::Serialize;
 use uuid::Uuid;
@@ -11,6 +12,7 @@ use uuid::Uuid;
 pub use raftchat_storage::chat_store::ChatId;
 pub use raftchat_storage::chat_store::ChatKind;
 pub use raftchat_storage::chat_store::UserId;
+pub use raftchat_storage::messages::DEDUP_WINDOW_DEFAULT_MS;
 
 /// Limits enforced in apply as well as at the edge, so that no replica stores oversize data.
 pub const CLIENT_MSG_ID_MAX: usize = 128;
@@ -29,16 +31,10 @@ pub enum ChatCommand {
     AddMember { chat: ChatId, by: UserId, user: UserId, ts_ms: u64 },
     /// `by` removes `user` (an admin, or `user` themself leaving).
     RemoveMember { chat: ChatId, by: UserId, user: UserId, ts_ms: u64 },
-    /// Appends a message; deduplicated on (chat, sender, client_msg_id).
-    Append {
-        chat: ChatId,
-        sender: UserId,
-        client_msg_id: String,
-        message_id: Uuid,
-        ts_ms: u64,
-        kind: String,
-        body: String,
-    },
+    /// Appends a message (sender, ids, time and body, encoded once by the gateway);
+    /// deduplicated on (chat, sender, client_msg_id) against originals no older than
+    /// `dedup_window_ms` by the group's clock (see `raftchat_storage::messages`).
+    Append { chat: ChatId, message: MessageBytes, dedup_window_ms: u64 },
     /// Raises a member's delivered and read watermarks (never lowers them).
     Receipt { chat: ChatId, user: UserId, delivered: u64, read: u64 },
     /// Sets or clears a replicated key (accounts and other small records).

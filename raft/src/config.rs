@@ -37,6 +37,8 @@ pub struct CoreConfig {
     /// How long a routed write may take, retries included.
     pub write_timeout: Duration,
     pub wal_segment_bytes: u64,
+    /// Size at which a group's active message segment is sealed.
+    pub message_segment_bytes: u64,
     pub state_cache_bytes: u64,
     /// Make this node the only voter of every group it holds (see [`crate::recovery`]).
     pub force_new_cluster: bool,
@@ -70,6 +72,7 @@ impl CoreConfig {
             proposal_queue_len: 16_384,
             write_timeout: Duration::from_secs(10),
             wal_segment_bytes: raftchat_storage::wal::SEGMENT_BYTES_DEFAULT,
+            message_segment_bytes: raftchat_storage::messages::SEGMENT_BYTES_DEFAULT,
             state_cache_bytes: 256 * 1024 * 1024,
             force_new_cluster: false,
             compact_state: false,

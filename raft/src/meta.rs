@@ -17,6 +17,8 @@ use crate::types::GroupId;
 use crate::types::NodeId;
 
 pub const LAYOUT_KEY: &[u8] = b"meta/layout";
+/// Chats (and user and media ids) hash to this many slots; the layout maps slots to groups.
+pub const SLOTS: u32 = 1024;
 pub const RETENTION_KEY: &[u8] = b"meta/retention";
 /// Replicas per data group.
 pub const REPLICATION_FACTOR: usize = 3;
@@ -32,7 +34,7 @@ pub struct NodeInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterLayout {
     pub cluster_id: String,
-    /// Data groups 1..=data_groups; fixed at cluster init.
+    /// Data groups 1..=data_groups.
     pub data_groups: u32,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     /// `placement[g - 1]` = replica nodes of data group `g`.
@@ -41,6 +43,8 @@ pub struct ClusterLayout {
     pub epoch: u64,
     /// Signs session tokens; drawn once by the bootstrapping node and replicated.
     pub token_secret: Vec<u8>,
+    /// `slots[s]` = the data group of slot `s` ([`slot_of`]); [`SLOTS`] entries.
+    pub slots: Vec<GroupId>,
 }
 
 impl ClusterLayout {
@@ -63,6 +67,7 @@ impl ClusterLayout {
             placement,
             epoch: 1,
             token_secret: Vec::new(),
+            slots: initial_slots(data_groups),
         }
     }
 
@@ -78,8 +83,9 @@ impl ClusterLayout {
         (1..=self.data_groups).filter(|g| self.replicas(*g).contains(&node)).collect()
     }
 
+    /// The data group of a chat, or of a user's or a media blob's id.
     pub fn group_of(&self, chat: &ChatId) -> GroupId {
-        group_of(chat, self.data_groups)
+        self.slots.get(slot_of(chat) as usize).copied().unwrap_or(1)
     }
 
     /// Replicas per node (every node of the layout, zero included).
@@ -148,17 +154,25 @@ impl ClusterLayout {
     }
 }
 
-/// The data group of a chat: `1 + fnv1a64(chat id bytes) mod data_groups`.
+/// The slot of a chat (or of a user's or media id): `fnv1a64(id bytes) mod SLOTS`.
 ///
-/// It depends only on the chat id and the group count fixed at cluster init, never on the
-/// nodes, so adding or removing nodes moves groups, not chats.
-pub fn group_of(chat: &ChatId, data_groups: u32) -> GroupId {
+/// It depends only on the id, never on the nodes or the groups: the layout's slot table decides
+/// which group holds a slot, so groups can be added without rehashing every chat.
+pub fn slot_of(chat: &ChatId) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in chat.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    1 + (h % u64::from(data_groups.max(1))) as GroupId
+    (h % u64::from(SLOTS)) as u32
+}
+
+/// The first slot table of `data_groups` groups: slot `s` in group `1 + s mod data_groups`.
+/// When the group count divides [`SLOTS`] (a power of two up to 1024), a chat lands in the
+/// group `1 + fnv1a64 mod data_groups` that format 1 gave it, so a format-1 backup restores
+/// into a cluster with the same `--data-groups`.
+pub fn initial_slots(data_groups: u32) -> Vec<GroupId> {
+    (0..SLOTS).map(|s| 1 + s % data_groups.max(1)).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,15 +336,18 @@ mod tests {
     #[test]
     fn group_of_is_stable_and_in_range() {
         let chat = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
-        // Golden values (computed independently): a change here would move every chat of an
-        // existing cluster to another group, so it must never happen.
-        assert_eq!(group_of(&chat, 64), 6);
-        assert_eq!(group_of(&uuid::Uuid::from_u128(0), 64), 38);
-        assert_eq!(group_of(&uuid::Uuid::from_u128(1), 1024), 691);
+        let layout = |g| ClusterLayout::initial("c", nodes(3), g);
+        // Golden values (computed independently for format 1's `1 + fnv1a64 mod groups`): a
+        // change here would move every chat of an existing cluster to another group.
+        assert_eq!(layout(64).group_of(&chat), 6);
+        assert_eq!(layout(64).group_of(&uuid::Uuid::from_u128(0)), 38);
+        assert_eq!(slot_of(&uuid::Uuid::from_u128(1)), 690);
+        let l = layout(6);
         for i in 0..1000u128 {
-            let g = group_of(&uuid::Uuid::from_u128(i * 7919), 64);
-            assert!((1..=64).contains(&g));
+            let g = l.group_of(&uuid::Uuid::from_u128(i * 7919));
+            assert!((1..=6).contains(&g));
         }
-        assert_eq!(group_of(&chat, 1), 1);
+        assert_eq!(layout(1).group_of(&chat), 1);
+        assert_eq!(layout(6).slots.len(), SLOTS as usize);
     }
 }

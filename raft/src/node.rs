@@ -126,7 +126,12 @@ impl Node {
             let (before, after) = raftchat_storage::compact::compact(&config.data_dir.join("state"))?;
             tracing::info!(before, after, took_ms = started.elapsed().as_millis() as u64, "state database compacted");
         }
-        let db = StateDb::open(&config.data_dir.join("state"), config.state_cache_bytes)?;
+        let db = StateDb::open(
+            &config.data_dir.join("state"),
+            &config.data_dir.join("messages"),
+            config.state_cache_bytes,
+            config.message_segment_bytes,
+        )?;
         let listener = TcpListener::bind(&config.raft_listen)
             .await
             .map_err(|e| RaftError::Listen { addr: config.raft_listen.clone(), source: e })?;
@@ -210,6 +215,17 @@ impl Node {
         self.inner.layout_tx.borrow().clone()
     }
 
+    /// The data group of a chat (or a user's or media id), read from the layout in place;
+    /// `None` before the cluster has a layout.
+    pub fn group_of(&self, id: &uuid::Uuid) -> Option<GroupId> {
+        self.inner.layout_tx.borrow().as_ref().map(|l| l.group_of(id))
+    }
+
+    /// The number of data groups, read from the layout in place.
+    pub fn data_groups(&self) -> Option<u32> {
+        self.inner.layout_tx.borrow().as_ref().map(|l| l.data_groups)
+    }
+
     pub fn layout_watch(&self) -> watch::Receiver<Option<ClusterLayout>> {
         self.inner.layout_tx.subscribe()
     }
@@ -266,15 +282,16 @@ impl Node {
     }
 
     /// Storage of one hosted group: bytes of its unpurged log entries, and of its current
-    /// snapshot file (the size of its state when the snapshot was taken).
+    /// snapshot's state file (the part a snapshot rewrites; the message segments it links).
     pub fn group_bytes(&self, g: GroupId) -> (u64, u64) {
-        let snap = self.snapshot_root().join(format!("g{g}")).join("current.snap");
-        (self.inner.engine.group_bytes(g), std::fs::metadata(snap).map_or(0, |m| m.len()))
+        let state = raftchat_storage::snapshot::SnapshotDir::open_existing(&self.snapshot_root(), g)
+            .map_or(0, |d| d.current_state_bytes());
+        (self.inner.engine.group_bytes(g), state)
     }
 
-    /// Bytes on disk of the Raft log and of the chat state.
-    pub fn disk_bytes(&self) -> (u64, u64) {
-        (self.inner.engine.disk_bytes(), self.inner.db.size_on_disk())
+    /// Bytes on disk of the Raft log, of the chat state database and of the message stores.
+    pub fn disk_bytes(&self) -> (u64, u64, u64) {
+        (self.inner.engine.disk_bytes(), self.inner.db.size_on_disk(), self.inner.db.messages_bytes())
     }
 
     pub(crate) fn is_bootstrapper(&self) -> bool {

@@ -19,6 +19,7 @@ use raftchat_storage::chat_store::GroupState;
 use raftchat_storage::chat_store::StateDb;
 use raftchat_storage::error::to_raft_io;
 use raftchat_storage::snapshot;
+use raftchat_storage::snapshot::SnapshotData;
 use raftchat_storage::snapshot::SnapshotDir;
 use raftchat_storage::StorageError;
 use std::sync::Arc;
@@ -111,12 +112,13 @@ impl GroupStateMachine {
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<AppliedBatch, StorageError> {
-        let mut w = self.state.writer();
+        let mut w = self.state.writer()?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
         let mut layout = None;
         for entry in entries {
             self.applied.last_applied = Some(entry.log_id);
+            w.set_log_index(entry.log_id.index);
             let resp = match entry.payload {
                 EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(m) => {
@@ -141,7 +143,7 @@ impl GroupStateMachine {
             };
             responses.push(resp);
         }
-        w.commit(&self.applied)?;
+        w.commit(&mut self.applied)?;
         Ok(AppliedBatch { responses, events, layout })
     }
 }
@@ -182,21 +184,32 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, RaftStorageError<u64>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError<u64>> {
         let f = self.snapdir.receive_file().map_err(|e| snap_err(e, ErrorVerb::Write))?;
-        Ok(Box::new(tokio::fs::File::from_std(f)))
+        Ok(Box::new(SnapshotData::receiving(tokio::fs::File::from_std(f))))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError<u64>> {
-        let mut file = snapshot.into_std().await;
+        let mut file = match snapshot.into_received().await {
+            Ok(f) => f,
+            // A stream handed over whole (`Raft::install_full_snapshot`): into a file first.
+            Err(mut stream) => {
+                let f = self.snapdir.receive_file().map_err(|e| snap_err(e, ErrorVerb::Write))?;
+                let mut out = tokio::fs::File::from_std(f);
+                tokio::io::copy(&mut stream, &mut out).await.map_err(|e| {
+                    snap_err(StorageError::Io { path: "snapshot".into(), source: e }, ErrorVerb::Write)
+                })?;
+                out.into_std().await
+            }
+        };
         let state = self.state.clone();
         let dir = self.snapdir.clone();
         let started = std::time::Instant::now();
-        let installed = tokio::task::spawn_blocking(move || snapshot::install(&state, &dir, &mut file, true))
+        let installed = tokio::task::spawn_blocking(move || snapshot::install_stream(&state, &dir, &mut file))
             .await
             .map_err(|e| {
                 snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: e.to_string() }, ErrorVerb::Write)
@@ -218,12 +231,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
 }
 
 async fn current_snapshot(dir: &SnapshotDir) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError<u64>> {
-    let Some(meta) = dir.current_meta().map_err(|e| snap_err(e, ErrorVerb::Read))? else { return Ok(None) };
-    let path = dir.current_path();
-    let f = tokio::fs::File::open(&path)
+    let dir = dir.clone();
+    let opened = tokio::task::spawn_blocking(move || dir.open_stream())
         .await
-        .map_err(|e| snap_err(StorageError::Io { path: path.clone(), source: e }, ErrorVerb::Read))?;
-    Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
+        .map_err(|e| snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: e.to_string() }, ErrorVerb::Read))?
+        .map_err(|e| snap_err(e, ErrorVerb::Read))?;
+    Ok(opened.map(|(data, meta, _)| Snapshot { meta, snapshot: Box::new(data) }))
 }
 
 pub struct SnapshotBuilder {
@@ -256,10 +269,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             f(SnapshotEvent::Built, started.elapsed());
         }
         current_snapshot(&self.snapdir).await?.ok_or_else(|| {
-            snap_err(
-                StorageError::Corrupt { path: self.snapdir.current_path(), reason: "snapshot vanished".into() },
-                ErrorVerb::Read,
-            )
+            snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: "snapshot vanished".into() }, ErrorVerb::Read)
         })
     }
 }

@@ -14,14 +14,14 @@ pub type GroupId = u32;
 pub const META_GROUP: GroupId = 0;
 
 openraft::declare_raft_types!(
-    /// raftchat's openraft types: snapshots are files, streamed in chunks.
+    /// raftchat's openraft types: snapshots are a state file and segment files, streamed in chunks.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = raftchat_storage::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

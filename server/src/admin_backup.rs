@@ -9,12 +9,15 @@
 //! "RCBACKUP" | version u32 LE (1) | header len u32 LE | header JSON
 //!            {clusterId, dataGroups, createdAtMs, raftchatVersion}
 //! per group: "GRP\0" | group u32 LE | last index u64 LE | last term u64 LE | len u64 LE
-//!            | the group's snapshot stream (storage/src/snapshot.rs: records, count, CRC)
+//!            | the group's snapshot stream (storage/src/snapshot.rs: manifest, state file with
+//!              count and CRC, message segments with a CRC per record; a format-1 backup holds
+//!              one state file with every record)
 //! end:       "END\0" | groups u32 LE
 //! ```
 //!
-//! Restore needs a cluster with the same number of data groups (a chat's group is a hash of its
-//! id modulo that number). It first checks every record of the file, then that every target
+//! Restore needs a cluster with the same number of data groups (a chat's slot goes to group
+//! `1 + slot mod groups` in a new cluster; a format-1 cluster hashed chats the same way when its
+//! group count was a power of two). It first checks every record of the file, then that every target
 //! group is empty (unless `--resume`), then commits the records group by group in batches
 //! through the normal write path: replicated and fsynced like any message. A batch is
 //! idempotent (records whose keys exist are left alone), so a restore that stopped can be rerun
@@ -34,7 +37,8 @@ use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::Context;
-use raftchat_storage::snapshot::RecordReader;
+use raftchat_storage::snapshot::StreamItem;
+use raftchat_storage::snapshot::StreamReader;
 use serde_json::json;
 use serde_json::Value;
 
@@ -302,13 +306,15 @@ pub fn read_backup(path: &Path) -> anyhow::Result<BackupFile> {
         let len = read_u64(&mut r)?;
         let offset = r.stream_position()?;
         let mut take = (&mut r).take(len);
-        let mut records = RecordReader::new(&mut take, path).map_err(|e| bad(format!("group {group}: {e}")))?;
         let mut n = 0u64;
-        while records.next_record().map_err(|e| bad(format!("group {group}: {e}")))?.is_some() {
-            n += 1;
+        {
+            let mut items = StreamReader::new(Box::new(&mut take), path).map_err(|e| bad(format!("group {group}: {e}")))?;
+            while items.next_item().map_err(|e| bad(format!("group {group}: {e}")))?.is_some() {
+                n += 1;
+            }
         }
         if take.limit() != 0 {
-            return Err(bad(format!("group {group}: {} bytes after the snapshot's trailer", take.limit())));
+            return Err(bad(format!("group {group}: {} bytes after the snapshot's end", take.limit())));
         }
         sections.push(Section { group, last_index, offset, len, records: n });
     }
@@ -327,6 +333,19 @@ pub async fn restore(a: &Admin, input: &Path, resume: bool) -> anyhow::Result<()
          modulo that number, so restore needs a cluster started with --data-groups {}",
         theirs.unwrap_or(0)
     );
+    if let Some(first) = backup.sections.first() {
+        let mut f = File::open(input)?;
+        f.seek(SeekFrom::Start(first.offset))?;
+        let head = StreamReader::new(Box::new(BufReader::new(f).take(first.len)), input)?;
+        let groups = theirs.unwrap_or(0);
+        anyhow::ensure!(
+            head.version != 1 || (groups > 0 && u64::from(raftchat_raft::meta::SLOTS) % groups == 0),
+            "this format-1 backup has {groups} data groups; only a power of two up to {} restores (format 1 \
+             hashed chats modulo the group count, format 2 through {} slots)",
+            raftchat_raft::meta::SLOTS,
+            raftchat_raft::meta::SLOTS
+        );
+    }
     if !resume {
         for s in &backup.sections {
             let url = format!("{}/internal/v1/admin/restore/{}?requireEmpty=true", a.server, s.group);
@@ -343,10 +362,10 @@ pub async fn restore(a: &Admin, input: &Path, resume: bool) -> anyhow::Result<()
         bar.set_message(format!("(group {})", s.group));
         let mut f = File::open(input)?;
         f.seek(SeekFrom::Start(s.offset))?;
-        let mut records = RecordReader::new(BufReader::new(f).take(s.len), input)?;
+        let mut items = StreamReader::new(Box::new(BufReader::new(f).take(s.len)), input)?;
         let mut body = Vec::with_capacity(RESTORE_BATCH_BYTES + 64 * 1024);
         loop {
-            let next = records.next_record()?;
+            let next = items.next_item()?.map(StreamItem::into_restore_pair).transpose()?;
             if let Some((k, v)) = &next {
                 if k.as_slice() == raftchat_storage::chat_store::KEY_APPLIED {
                     continue;

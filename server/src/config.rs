@@ -92,6 +92,14 @@ pub struct NodeArgs {
     /// Size of one Raft log segment file in MiB [default: 64]; purged segments are deleted whole.
     #[arg(long, env = "RAFTCHAT_WAL_SEGMENT_MIB")]
     pub wal_segment_mib: Option<u64>,
+    /// Size at which a group's message segment is sealed, in MiB [default: 64]; retention
+    /// frees disk a whole segment at a time.
+    #[arg(long, env = "RAFTCHAT_MESSAGE_SEGMENT_MIB")]
+    pub message_segment_mib: Option<u64>,
+    /// How long a clientMsgId answers a retry with its original message, in seconds [default:
+    /// 86400]. Measured on the chat's group clock (message times), not on a node's clock.
+    #[arg(long, env = "RAFTCHAT_DEDUP_WINDOW_SECS")]
+    pub dedup_window_secs: Option<u64>,
     /// Outgoing snapshot bandwidth of this node in MiB/s, over all groups (replica moves and
     /// catch-up); 0 is unlimited [default: 64].
     #[arg(long, env = "RAFTCHAT_SNAPSHOT_SEND_MIB_PER_SEC")]
@@ -182,6 +190,7 @@ pub struct NodeConfig {
     pub max_text_bytes: usize,
     pub log_format: String,
     pub token_ttl_secs: u64,
+    pub dedup_window_secs: u64,
     pub sends_per_sec: f64,
     pub sends_burst: f64,
     pub ws_connections_max: usize,
@@ -223,6 +232,7 @@ impl NodeArgs {
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
         merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
+        merge!(self, file, message_segment_mib, dedup_window_secs);
         merge!(self, file, media_max_mib, media_grace_secs, media_repair_secs);
         merge!(self, file, push_webhook, push_secret, push_max_attempts, push_retry_base_ms, push_retry_max_ms);
         self.internal_api |= file.internal_api;
@@ -270,6 +280,18 @@ impl NodeArgs {
             }
             core.wal_segment_bytes = m * 1024 * 1024;
         }
+        if let Some(m) = self.message_segment_mib {
+            if !(1..=1024).contains(&m) {
+                return Err(ConfigError::Invalid(format!("--message-segment-mib must be 1..=1024, got {m}")));
+            }
+            core.message_segment_bytes = m * 1024 * 1024;
+        }
+        let dedup_window_secs = self.dedup_window_secs.unwrap_or(86_400);
+        if !(1..=30 * 86_400).contains(&dedup_window_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "--dedup-window-secs must be 1..=2592000 (30 days), got {dedup_window_secs}"
+            )));
+        }
         core.retention_sweep = std::time::Duration::from_secs(self.retention_sweep_secs.unwrap_or(60).max(1));
         if let Some(b) = self.batches_in_flight {
             core.batches_in_flight_max = b.max(1);
@@ -300,6 +322,7 @@ impl NodeArgs {
             max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024),
             log_format,
             token_ttl_secs: self.token_ttl_secs.unwrap_or(86_400).max(1),
+            dedup_window_secs,
             sends_per_sec: self.sends_per_sec.unwrap_or(50.0).max(0.1),
             sends_burst: self.sends_burst.unwrap_or(200.0).max(1.0),
             ws_connections_max: self.ws_connections_max.unwrap_or(100_000).max(1),

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub entries_per_fsync: Histogram,
     wal_bytes: Gauge,
     state_bytes: Gauge,
+    message_bytes: Gauge,
     pub ws_connections: Gauge,
     pub messages_committed: Counter,
     pub messages_delivered: Counter,
@@ -79,6 +80,7 @@ impl Metrics {
             entries_per_fsync: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             wal_bytes: Gauge::default(),
             state_bytes: Gauge::default(),
+            message_bytes: Gauge::default(),
             ws_connections: Gauge::default(),
             messages_committed: Counter::default(),
             messages_delivered: Counter::default(),
@@ -136,6 +138,7 @@ impl Metrics {
         );
         r.register("raftchat_storage_wal_bytes", "Bytes of Raft log segments on disk", m.wal_bytes.clone());
         r.register("raftchat_storage_state_bytes", "Bytes of the chat state database on disk", m.state_bytes.clone());
+        r.register("raftchat_storage_message_bytes", "Bytes of the message stores on disk", m.message_bytes.clone());
         r.register("raftchat_ws_connections", "Open WebSocket connections on this node", m.ws_connections.clone());
         r.register("raftchat_messages_committed", "Messages committed through this node", m.messages_committed.clone());
         r.register(
@@ -226,9 +229,10 @@ impl Metrics {
                 }
             }
         }
-        let (wal, state) = node.disk_bytes();
+        let (wal, state, messages) = node.disk_bytes();
         self.wal_bytes.set(wal as i64);
         self.state_bytes.set(state as i64);
+        self.message_bytes.set(messages as i64);
         self.ws_connections.set(ws_connections as i64);
         self.presence_users.set(presence.0 as i64);
         self.presence_entries.set(presence.1 as i64);

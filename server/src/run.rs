@@ -77,6 +77,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         config: crate::service::ServiceConfig {
             max_text_bytes: cfg.max_text_bytes,
             token_ttl_ms: cfg.token_ttl_secs * 1000,
+            dedup_window_ms: cfg.dedup_window_secs * 1000,
         },
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
         metrics: metrics.clone(),

@@ -1,24 +1,25 @@
-//! The replicated chat state of each Raft group, on one sled database per node.
+//! The replicated chat state of each Raft group: small mutable records on sled, messages in
+//! the group's message store ([`crate::messages`]).
 //!
-//! Trees:
-//! - `current`: group (u32 BE) -> generation (u64 BE) of the group's live tree.
-//! - `g<group>.<gen>`: one group's state. Installing a snapshot writes a new generation and
-//!   then flips `current`, so a crash half-way leaves the previous state intact.
+//! sled trees:
+//! - `current`: group (u32 BE) -> generation (u64 BE) of the group's live state.
+//! - `g<group>.<gen>`: one group's records. Installing a snapshot writes a new generation (a new
+//!   tree and a new message store directory, `messages/g<group>.<gen>`) and then flips
+//!   `current`, so a crash half-way leaves the previous state intact.
 //!
 //! Keys inside a group tree (all big-endian):
 //!
-//! | key                                   | value                      | mutable |
-//! |---------------------------------------|----------------------------|---------|
-//! | `A`                                   | [`AppliedState`]           | yes     |
-//! | `c` chat(16)                          | [`ChatHeader`]             | yes     |
-//! | `u` chat(16) user(16)                 | [`Member`]                 | yes     |
-//! | `K` key...                            | opaque (meta group, users) | yes     |
-//! | `m` chat(16) seq(8)                   | [`MessageRecord`]          | no      |
-//! | `d` chat(16) sender(16) client_msg_id | seq (u64)                  | no      |
+//! | key                    | value                      |
+//! |------------------------|----------------------------|
+//! | `A`                    | [`AppliedState`]           |
+//! | `c` chat(16)           | [`ChatHeader`]             |
+//! | `u` chat(16) user(16)  | [`Member`]                 |
+//! | `K` key...             | opaque (meta group, users) |
 //!
-//! Immutable keys carry a seq, which lets a snapshot stream them after the fact (see
-//! [`crate::snapshot`]). Applies reach sled through [`crate::pending`]: data and `A` together,
-//! atomically, in batches.
+//! Messages and their idempotency keys are not in sled: an apply appends them to the message
+//! store, whose position after the apply is part of `A`. Applies reach sled through
+//! [`crate::pending`] (data and `A` together, atomically, in batches), and the store is synced
+//! before any `A` naming its position reaches sled.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -35,8 +36,15 @@ use serde::Serialize;
 
 use crate::apply_journal::WriteSet;
 use crate::codec;
-use crate::dedup_filter::Scanner;
 use crate::error::StorageError;
+use crate::message::MessageBytes;
+use crate::message::MessageView;
+use crate::messages::dedup::fingerprint;
+use crate::messages::dedup::Fingerprint;
+use crate::messages::dedup::Original;
+use crate::messages::MessageStore;
+use crate::messages::NewMessage;
+use crate::messages::StorePos;
 use crate::pending::prefix_end;
 use crate::pending::Shared;
 pub use crate::records::*;
@@ -46,6 +54,7 @@ pub const KEY_APPLIED: &[u8] = b"A";
 pub const PREFIX_CHAT: u8 = b'c';
 pub const PREFIX_MEMBER: u8 = b'u';
 pub const PREFIX_KV: u8 = b'K';
+/// Messages and idempotency keys of format 1 (restore reads them from old backups).
 pub const PREFIX_MESSAGE: u8 = b'm';
 pub const PREFIX_DEDUP: u8 = b'd';
 
@@ -57,6 +66,13 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct AppliedState {
     pub last_applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, BasicNode>,
+    /// The message store's position after the last applied entry: its checkpoint.
+    pub store: StorePos,
+    /// The latest message time applied: the group's clock for the dedup window. It only moves
+    /// forward and comes from the commands, so every replica has the same.
+    pub group_time_ms: u64,
+    /// The widest dedup window any applied message asked for.
+    pub dedup_window_max_ms: u64,
 }
 
 pub fn chat_key(chat: &ChatId) -> Vec<u8> {
@@ -74,20 +90,12 @@ pub fn member_key(chat: &ChatId, user: &UserId) -> Vec<u8> {
     k
 }
 
+/// The format-1 key of a message (backups of format 1).
 pub fn message_key(chat: &ChatId, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(25);
     k.push(PREFIX_MESSAGE);
     k.extend_from_slice(chat.as_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-pub fn dedup_key(chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(33 + client_msg_id.len());
-    k.push(PREFIX_DEDUP);
-    k.extend_from_slice(chat.as_bytes());
-    k.extend_from_slice(sender.as_bytes());
-    k.extend_from_slice(client_msg_id.as_bytes());
     k
 }
 
@@ -111,7 +119,7 @@ pub(crate) fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) 
     codec::decode_versioned(b).map_err(|e| StorageError::codec(what, e))
 }
 
-/// The node's state database.
+/// The node's state database and message stores.
 #[derive(Clone)]
 pub struct StateDb {
     db: sled::Db,
@@ -119,22 +127,29 @@ pub struct StateDb {
     /// Each group's last apply, for completing it after a crash (see `apply_journal`).
     journal: sled::Tree,
     dir: PathBuf,
-    /// Fills each group generation's dedup filter in the background.
-    scanner: Scanner,
+    /// Where the groups' message stores live.
+    messages: PathBuf,
+    segment_bytes: u64,
 }
 
 impl StateDb {
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+    /// Opens the sled database in `dir` and the message stores under `messages`.
+    pub fn open(dir: &Path, messages: &Path, cache_bytes: u64, segment_bytes: u64) -> Result<Self, StorageError> {
         crate::compact::recover(dir)?;
         let config = sled::Config::new().path(dir).cache_capacity(cache_bytes).flush_every_ms(Some(1000));
         let db = crate::compact::open_sled(&config)?;
         let current = db.open_tree("current")?;
         let journal = db.open_tree("journal")?;
-        Ok(StateDb { db, current, journal, dir: dir.to_path_buf(), scanner: Scanner::start() })
+        std::fs::create_dir_all(messages).map_err(|e| StorageError::io(messages, e))?;
+        Ok(StateDb { db, current, journal, dir: dir.to_path_buf(), messages: messages.to_path_buf(), segment_bytes })
     }
 
     fn tree_name(group: u32, gen: u64) -> String {
         format!("g{group}.{gen}")
+    }
+
+    fn store_dir(&self, group: u32, gen: u64) -> PathBuf {
+        self.messages.join(Self::tree_name(group, gen))
     }
 
     fn generation(&self, group: u32) -> Result<Option<u64>, StorageError> {
@@ -143,6 +158,20 @@ impl StateDb {
             a.copy_from_slice(&v[..8.min(v.len())]);
             u64::from_be_bytes(a)
         }))
+    }
+
+    /// Message store directories of `group` other than generation `keep`.
+    fn stale_store_dirs(&self, group: u32, keep: Option<u64>) -> Vec<PathBuf> {
+        let prefix = format!("g{group}.");
+        let Ok(entries) = std::fs::read_dir(&self.messages) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_prefix(&prefix).and_then(|g| g.parse::<u64>().ok()).is_some_and(|g| Some(g) != keep)
+            })
+            .map(|e| e.path())
+            .collect()
     }
 
     /// Opens the live state of `group`, creating generation 1 if it has none, and drops any
@@ -165,13 +194,20 @@ impl StateDb {
                 }
             }
         }
+        for dir in self.stale_store_dirs(group, Some(gen)) {
+            std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        }
         let tree = self.db.open_tree(Self::tree_name(group, gen))?;
         let replayed = crate::apply_journal::replay(&self.journal, group, gen, &tree)?;
         if replayed > 0 {
             tracing::debug!(group, replayed, "completed the last journalled apply");
         }
-        let live = Shared::new(gen, tree);
-        self.scanner.scan(live.arc(), gen);
+        let applied: AppliedState = match tree.get(KEY_APPLIED)? {
+            Some(v) => dec("applied state", &v)?,
+            None => AppliedState::default(),
+        };
+        let store = MessageStore::open(&self.store_dir(group, gen), applied.store, self.segment_bytes)?;
+        let live = Shared::new(gen, tree, store);
         Ok(GroupState { db: self.clone(), group, live, trimmed: Arc::new(AtomicBool::new(false)) })
     }
 
@@ -182,6 +218,9 @@ impl StateDb {
         }
         crate::apply_journal::forget(&self.journal, group)?;
         self.current.remove(group.to_be_bytes())?;
+        for dir in self.stale_store_dirs(group, None) {
+            std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        }
         Ok(())
     }
 
@@ -193,6 +232,11 @@ impl StateDb {
 
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Bytes of every group's message store.
+    pub fn messages_bytes(&self) -> u64 {
+        crate::compact::dir_bytes(&self.messages)
     }
 }
 
@@ -220,9 +264,9 @@ pub(crate) fn sync_tree_files(dir: &Path) -> Result<(), StorageError> {
 pub struct GroupState {
     db: StateDb,
     group: u32,
-    /// The live tree and the applied writes not yet in it (see `pending`).
+    /// The live tree, its message store and the applied writes not yet in sled (see `pending`).
     pub(crate) live: Shared,
-    /// Set when retention deleted messages; cleared by whoever takes a snapshot for it.
+    /// Set when retention trimmed messages; cleared by whoever takes a snapshot for it.
     pub(crate) trimmed: Arc<AtomicBool>,
 }
 
@@ -235,6 +279,11 @@ impl GroupState {
     /// pending: call [`GroupState::flush_pending`] first, from the state machine's thread.
     pub fn flushed_tree(&self) -> sled::Tree {
         self.live.read().tree.clone()
+    }
+
+    /// The live message store (it changes when a snapshot is installed).
+    pub fn messages_store(&self) -> MessageStore {
+        self.live.read().store.clone()
     }
 
     /// Writes the pending applied writes to sled. Only the group's state machine may call it
@@ -292,6 +341,23 @@ impl GroupState {
         Ok(pairs.into_iter().map(|(k, v)| (k[1..].to_vec(), v)).collect())
     }
 
+    /// Encoded messages of `chat` with `from <= seq < to` that retention kept, at most `limit`,
+    /// newest first when `reverse`.
+    pub fn message_bytes(
+        &self,
+        chat: &ChatId,
+        from: u64,
+        to: u64,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(u64, MessageBytes)>, StorageError> {
+        let floor = match self.chat(chat)? {
+            Some(h) => h.first_seq,
+            None => return Ok(Vec::new()),
+        };
+        self.messages_store().read(chat, from.max(floor), to, limit, reverse)
+    }
+
     /// Messages of `chat` with `from <= seq < to`, at most `limit`, newest first when `reverse`.
     pub fn messages(
         &self,
@@ -301,49 +367,72 @@ impl GroupState {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<MessageRecord>, StorageError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let range = (Bound::Included(message_key(chat, from)), Bound::Excluded(message_key(chat, to)));
-        self.live.scan(range.0, range.1, reverse, limit)?.iter().map(|(_, v)| dec("message", v)).collect()
+        self.message_bytes(chat, from, to, limit, reverse)?
+            .into_iter()
+            .map(|(seq, b)| b.record(seq).map_err(|e| StorageError::codec("message", e)))
+            .collect()
     }
 
+    /// The seq of the message `client_msg_id` of `sender` in `chat`, if the dedup window still
+    /// holds it (at the group's clock).
     pub fn dedup(&self, chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Result<Option<u64>, StorageError> {
-        self.live.get(&dedup_key(chat, sender, client_msg_id))?.map(|v| dec("dedup seq", &v)).transpose()
+        let a = self.applied()?;
+        let since = a.group_time_ms.saturating_sub(a.dedup_window_max_ms);
+        let fp = fingerprint(chat, sender, client_msg_id);
+        Ok(self.messages_store().find_original(chat, fp, since)?.map(|o| o.seq))
     }
 
     /// Starts an atomic write of one apply call.
-    pub fn writer(&self) -> StateWriter {
-        StateWriter {
+    pub fn writer(&self) -> Result<StateWriter, StorageError> {
+        let applied = self.applied()?;
+        Ok(StateWriter {
             trimmed: self.trimmed.clone(),
             journal: self.db.journal.clone(),
             group: self.group,
             live: self.live.clone(),
+            store: self.messages_store(),
             chats: HashMap::new(),
             members: HashMap::new(),
             writes: WriteSet::default(),
-            dedup: HashMap::new(),
-            messages: HashMap::new(),
             kv: HashMap::new(),
-        }
+            staged: Vec::new(),
+            staged_dedup: HashMap::new(),
+            staged_at: HashMap::new(),
+            log_index: 0,
+            group_time_ms: applied.group_time_ms,
+            dedup_window_max_ms: applied.dedup_window_max_ms,
+        })
     }
 
-    /// Replaces the live tree with a freshly loaded generation (snapshot install).
-    pub(crate) fn begin_generation(&self) -> Result<(u64, sled::Tree), StorageError> {
+    /// Starts a new generation for a snapshot install: its tree and store directory (empty).
+    pub(crate) fn begin_generation(&self) -> Result<(u64, sled::Tree, PathBuf), StorageError> {
         let next = self.live.read().generation + 1;
         let name = StateDb::tree_name(self.group, next);
         self.db.db.drop_tree(name.as_bytes())?;
-        Ok((next, self.db.db.open_tree(name)?))
+        Ok((next, self.db.db.open_tree(name)?, self.db.store_dir(self.group, next)))
     }
 
-    pub(crate) fn switch_generation(&self, gen: u64, tree: sled::Tree) -> Result<(), StorageError> {
+    /// Makes a generation built by an install live, with its message store opened at `pos`.
+    pub(crate) fn switch_generation(
+        &self,
+        gen: u64,
+        tree: sled::Tree,
+        store_dir: &Path,
+        pos: StorePos,
+    ) -> Result<(), StorageError> {
+        let store = MessageStore::open(store_dir, pos, self.db.segment_bytes)?;
+        if crate::unsafe_knobs::on(crate::unsafe_knobs::Knob::DedupNotInSnapshot) {
+            store.forget_dedup();
+        }
         // No flush may still be writing into the generation about to be dropped.
         self.live.wait_for_flush()?;
         self.db.current.insert(self.group.to_be_bytes(), &gen.to_be_bytes())?;
         self.db.db.flush()?;
-        let old_gen = self.live.replace(gen, tree);
-        self.db.scanner.scan(self.live.arc(), gen);
+        let old_gen = self.live.replace(gen, tree, store);
         self.db.db.drop_tree(StateDb::tree_name(self.group, old_gen).as_bytes())?;
+        for dir in self.db.stale_store_dirs(self.group, Some(gen)) {
+            std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        }
         Ok(())
     }
 }
@@ -353,17 +442,29 @@ pub struct StateWriter {
     pub(crate) trimmed: Arc<AtomicBool>,
     /// Reads see the group's pending writes over its tree.
     pub(crate) live: Shared,
+    pub(crate) store: MessageStore,
     pub(crate) chats: HashMap<ChatId, Option<ChatHeader>>,
     pub(crate) members: HashMap<(ChatId, UserId), Option<Member>>,
-    pub(crate) dedup: HashMap<Vec<u8>, u64>,
-    pub(crate) messages: HashMap<(ChatId, u64), MessageRecord>,
     pub(crate) kv: HashMap<Vec<u8>, Option<Vec<u8>>>,
     pub(crate) writes: WriteSet,
+    /// Messages of this apply call, for the store.
+    pub(crate) staged: Vec<NewMessage>,
+    staged_dedup: HashMap<Fingerprint, Original>,
+    staged_at: HashMap<(ChatId, u64), usize>,
+    /// The log index of the entry being applied.
+    log_index: u64,
+    group_time_ms: u64,
+    dedup_window_max_ms: u64,
     journal: sled::Tree,
     group: u32,
 }
 
 impl StateWriter {
+    /// The log index of the entry whose commands follow (stored with their messages).
+    pub fn set_log_index(&mut self, index: u64) {
+        self.log_index = index;
+    }
+
     pub fn chat(&mut self, chat: &ChatId) -> Result<Option<ChatHeader>, StorageError> {
         if let Some(c) = self.chats.get(chat) {
             return Ok(c.clone());
@@ -391,33 +492,51 @@ impl StateWriter {
         self.members.insert((chat, user), member);
     }
 
-    pub fn dedup(&mut self, chat: &ChatId, sender: &UserId, client_msg_id: &str) -> Result<Option<u64>, StorageError> {
-        let key = dedup_key(chat, sender, client_msg_id);
-        if let Some(s) = self.dedup.get(&key) {
-            return Ok(Some(*s));
+    /// The original of `client_msg_id` of `sender` in `chat`, for a message at `ts_ms` with a
+    /// dedup window of `window_ms`: the group's clock (the latest message time applied, this one
+    /// included) minus the window is how old an original may be.
+    pub fn find_original(
+        &mut self,
+        chat: &ChatId,
+        sender: &UserId,
+        client_msg_id: &str,
+        ts_ms: u64,
+        window_ms: u64,
+    ) -> Result<Option<Original>, StorageError> {
+        let fp = fingerprint(chat, sender, client_msg_id);
+        let since = self.group_time_ms.max(ts_ms).saturating_sub(window_ms);
+        if let Some(o) = self.staged_dedup.get(&fp).filter(|o| o.ts_ms >= since) {
+            return Ok(Some(*o));
         }
-        if self.live.dedup_surely_absent(&key) {
-            return Ok(None);
-        }
-        self.live.get(&key)?.map(|v| dec("dedup seq", &v)).transpose()
+        self.store.find_original(chat, fp, since)
     }
 
-    pub fn put_message(&mut self, chat: &ChatId, msg: &MessageRecord) -> Result<(), StorageError> {
-        if !msg.client_msg_id.is_empty() {
-            let key = dedup_key(chat, &msg.sender, &msg.client_msg_id);
-            self.writes.insert(key.clone(), enc("dedup seq", &msg.seq)?);
-            self.dedup.insert(key, msg.seq);
+    /// Appends a message at `seq` (its seq assigned by apply); `window_ms` is its dedup window.
+    pub fn put_message(
+        &mut self,
+        chat: &ChatId,
+        seq: u64,
+        body: &MessageBytes,
+        view: &MessageView<'_>,
+        window_ms: u64,
+    ) {
+        let fp = (!view.client_msg_id.is_empty()).then(|| fingerprint(chat, &view.sender, view.client_msg_id));
+        let original = Original { seq, message_id: view.message_id, ts_ms: view.ts_ms };
+        if let Some(fp) = fp {
+            self.staged_dedup.insert(fp, original);
         }
-        self.writes.insert(message_key(chat, msg.seq), enc("message", msg)?);
-        self.messages.insert((*chat, msg.seq), msg.clone());
-        Ok(())
+        self.group_time_ms = self.group_time_ms.max(view.ts_ms);
+        self.dedup_window_max_ms = self.dedup_window_max_ms.max(window_ms);
+        self.staged_at.insert((*chat, seq), self.staged.len());
+        self.staged.push(NewMessage { chat: *chat, seq, log_index: self.log_index, body: body.clone(), fp, original });
     }
 
-    pub fn message(&mut self, chat: &ChatId, seq: u64) -> Result<Option<MessageRecord>, StorageError> {
-        if let Some(m) = self.messages.get(&(*chat, seq)) {
-            return Ok(Some(m.clone()));
+    /// A message of this apply call or of the store (whatever retention did).
+    pub fn message(&mut self, chat: &ChatId, seq: u64) -> Result<Option<MessageBytes>, StorageError> {
+        if let Some(i) = self.staged_at.get(&(*chat, seq)) {
+            return Ok(self.staged.get(*i).map(|m| m.body.clone()));
         }
-        self.live.get(&message_key(chat, seq))?.map(|v| dec("message", &v)).transpose()
+        Ok(self.store.read(chat, seq, seq + 1, 1, false)?.into_iter().next().map(|(_, b)| b))
     }
 
     pub fn kv_get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
@@ -435,9 +554,13 @@ impl StateWriter {
         self.kv.insert(key.to_vec(), value);
     }
 
-    /// Writes everything plus `applied`, atomically: into the pending writes, which reach
-    /// sled in one batch now and then (see `pending`).
-    pub fn commit(mut self, applied: &AppliedState) -> Result<(), StorageError> {
+    /// Writes everything, atomically: the messages into the store (not synced), then the
+    /// records and `applied` (updated with the store's position and the group's clock) into
+    /// the pending writes, which reach sled in one batch now and then (see `pending`).
+    pub fn commit(mut self, applied: &mut AppliedState) -> Result<(), StorageError> {
+        applied.store = self.store.append(&self.staged)?;
+        applied.group_time_ms = applied.group_time_ms.max(self.group_time_ms);
+        applied.dedup_window_max_ms = applied.dedup_window_max_ms.max(self.dedup_window_max_ms);
         for (chat, header) in self.chats.drain() {
             if let Some(h) = header {
                 self.writes.insert(chat_key(&chat), enc("chat", &h)?);
@@ -449,7 +572,7 @@ impl StateWriter {
                 None => self.writes.remove(member_key(&chat, &user)),
             }
         }
-        self.writes.insert(KEY_APPLIED, enc("applied state", applied)?);
+        self.writes.insert(KEY_APPLIED, enc("applied state", &*applied)?);
         if self.live.merge(self.writes) {
             self.live.flush_in_background(&self.journal, self.group)?;
         }

@@ -40,7 +40,7 @@ impl Identity {
                 Ok(false)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let has_data = ["wal", "state", "snapshots"].iter().any(|d| dir.join(d).exists());
+                let has_data = ["wal", "state", "snapshots", "messages"].iter().any(|d| dir.join(d).exists());
                 if has_data {
                     return Err(StorageError::Corrupt {
                         path: path.clone(),
@@ -70,6 +70,15 @@ fn parse(path: &Path, text: &str) -> Result<Identity, StorageError> {
         }
     }
     let version = version.ok_or_else(|| corrupt("no format_version".into()))?;
+    if version == 1 {
+        return Err(corrupt(format!(
+            "this data directory has format 1, written by an older raftchat; this build reads format \
+             {FORMAT_VERSION} (messages moved out of sled). Take a backup with the old build \
+             (`raftchat admin backup`), start a new cluster with this one on empty data directories and \
+             the same --data-groups, and `raftchat admin restore` the backup: see docs/OPERATIONS.md, \
+             \"Upgrading from format 1\""
+        )));
+    }
     if version != FORMAT_VERSION {
         return Err(corrupt(format!("unknown format version {version}; this build reads {FORMAT_VERSION}")));
     }

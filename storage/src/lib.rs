@@ -8,20 +8,23 @@
 //! - [`wal`]: the node's write-ahead log for every Raft group: segment files, group commit with
 //!   one `fdatasync` for all groups' pending appends, purge that frees disk.
 //! - [`log_store`]: openraft's `RaftLogStorage` for one group on top of [`wal`].
-//! - [`chat_store`]: the replicated chat state of one group on sled: chats, members, messages
-//!   keyed (chat, seq), the idempotency table, and last-applied, written atomically.
+//! - [`message`]: a message as the gateway encodes it once ([`message::MessageBytes`]).
+//! - [`messages`]: each group's message store: append-only segment files written in apply,
+//!   indexed by (chat, seq) and by idempotency key, checkpointed with the applied state.
+//! - [`chat_store`]: the replicated chat state of one group: chat heads, members, small records
+//!   and the applied state on sled, messages in the message store.
+//! - [`records`]: the typed records of that state.
 //! - [`pending`]: write-back of applied state: applies land in memory, reach sled in batches;
 //!   readers see both.
-//! - `dedup_filter`: a Bloom filter over each group's idempotency keys, so that checking a new
-//!   message for a duplicate costs no sled lookup.
 //! - [`apply_journal`]: how a set of writes reaches sled atomically: a journal record per group
 //!   that completes a torn write at start-up, or one sled batch for large sets.
-//! - [`snapshot`]: snapshot files of a group's state, built and installed as streams.
+//! - [`snapshot`]: snapshots of a group: a state file plus the store's segment files; streamed.
 //! - [`restore`]: writing a backed-up group's records into a fresh group.
 //! - [`compact`]: offline compaction of the state database (`--compact-state`).
-//! - [`retention`]: finding and deleting a chat's oldest messages (history retention).
+//! - [`retention`]: finding and trimming a chat's oldest messages (history retention).
 //! - [`blobs`]: media blobs, content-addressed by SHA-256, in checksummed 1 MiB chunk files.
 //! - [`unsafe_knobs`]: deliberate bugs for the Jepsen negative controls (feature `unsafe-knobs`).
+//! - [`error`]: the crate's error type.
 //!
 //! Layout of a data directory:
 //!
@@ -29,7 +32,8 @@
 //! IDENTITY             cluster id, node id, format version
 //! wal/<id>.wal         Raft log segments of every group
 //! state/               sled database: one tree per group generation + the `current` tree
-//! snapshots/g<group>/  the current snapshot file of each group
+//! messages/g<group>.<gen>/<id>.seg|.idx   message store segments and their index files
+//! snapshots/g<group>/  the current snapshot of each group (CURRENT names its directory)
 //! media/blobs/<aa>/<sha256>/  MANIFEST + chunk files of each media blob this node holds
 //! media/incoming/      uploads and copies in progress (cleared at start-up)
 //! ```
@@ -42,10 +46,11 @@ pub mod blobs;
 pub mod chat_store;
 pub mod codec;
 pub mod compact;
-pub(crate) mod dedup_filter;
 pub mod error;
 pub mod identity;
 pub mod log_store;
+pub mod message;
+pub mod messages;
 pub mod pending;
 pub mod records;
 pub mod restore;

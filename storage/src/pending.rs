@@ -1,13 +1,12 @@
 //! Write-back of applied state: a group's applies land in memory first and reach sled in
 //! large batches.
 //!
-//! Every apply used to write its keys to sled at once: with 64 groups a message is about one
-//! Raft entry, so each message cost five sled writes on each replica (journal record,
-//! message, dedup key, chat head, applied id) and the state machine was the largest cost of a
-//! loaded node (docs/BENCHMARKS.md). Now an apply merges its writes into the group's
-//! `pending` map, and once that holds [`FLUSH_WRITES`] keys or [`FLUSH_BYTES`] bytes they go to
-//! sled as one batch (through `apply_journal::commit`, so atomically), the applied id with
-//! them. A chat head or applied id rewritten by every message reaches sled once per batch.
+//! An apply merges its sled writes (chat heads, members, small records, the applied state;
+//! messages go to the message store) into the group's `pending` map, and once that holds
+//! [`FLUSH_WRITES`] distinct keys or [`FLUSH_BYTES`] bytes they go to sled as one batch
+//! (through `apply_journal::commit`, so atomically), the applied state with them. A chat head
+//! or the applied state, rewritten by every message, reaches sled once per batch; a snapshot's
+//! capture and shutdown flush whatever is pending.
 //!
 //! A full `pending` becomes `flushing` and a short-lived thread writes it to sled while applies
 //! go on into a new `pending`: a flush of 4,096 keys takes tens of milliseconds, which used to
@@ -20,10 +19,11 @@
 //! flush writes the tree before it drops `flushing`, and readers look at `flushing` before the
 //! tree, so a reader never misses a write that was applied before it started.
 //!
-//! Durability is unchanged: sled was never fsynced per apply. After a crash sled holds the
-//! state of some earlier flush, which is the state after some apply, and openraft applies the
-//! log again from its applied id. The log is purged only behind a snapshot, and a snapshot's
-//! capture flushes first.
+//! Durability: sled is never fsynced per apply. After a crash sled holds the state of some
+//! earlier flush, which is the state after some apply, and openraft applies the log again from
+//! its applied id. A flush first syncs the message store, so the store holds at least what the
+//! applied state in sled names (it is cut back to it on open). The log is purged only behind a
+//! snapshot, and a snapshot's capture flushes first.
 //!
 //! One thread writes: a group's state machine (applies, snapshot capture and install). Readers
 //! are any thread.
@@ -44,9 +44,8 @@ use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
 
 use crate::apply_journal::WriteSet;
-use crate::chat_store::PREFIX_DEDUP;
-use crate::dedup_filter::DedupFilter;
 use crate::error::StorageError;
+use crate::messages::MessageStore;
 
 /// Pending keys that make a flush.
 pub const FLUSH_WRITES: usize = 4096;
@@ -76,8 +75,9 @@ pub(crate) struct Live {
     flushing: Option<Arc<Overlay>>,
     /// Chat and member keys as the tree holds them (`None`: absent); see the module doc.
     clean: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Every idempotency key of this generation (see `dedup_filter`).
-    pub(crate) dedup: DedupFilter,
+    /// The generation's message store: synced before any flush writes an applied state that
+    /// names its position.
+    pub(crate) store: MessageStore,
 }
 
 /// Keys that every message apply reads: chat heads and members.
@@ -107,7 +107,7 @@ impl Live {
 pub(crate) struct Shared(Arc<RwLock<Live>>, Arc<Mutex<Option<FlushThread>>>);
 
 impl Shared {
-    pub(crate) fn new(generation: u64, tree: sled::Tree) -> Self {
+    pub(crate) fn new(generation: u64, tree: sled::Tree, store: MessageStore) -> Self {
         let live = Live {
             generation,
             tree,
@@ -115,14 +115,9 @@ impl Shared {
             pending_bytes: 0,
             flushing: None,
             clean: HashMap::new(),
-            dedup: DedupFilter::new(),
+            store,
         };
         Shared(Arc::new(RwLock::new(live)), Arc::new(Mutex::new(None)))
-    }
-
-    /// The shared state itself, for the dedup filter's scanner.
-    pub(crate) fn arc(&self) -> &Arc<RwLock<Live>> {
-        &self.0
     }
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Live> {
@@ -233,19 +228,13 @@ impl Shared {
     pub(crate) fn merge(&self, set: WriteSet) -> bool {
         let mut live = self.write();
         for (key, value) in set.into_writes() {
-            if value.is_some() && key.first() == Some(&PREFIX_DEDUP) {
-                live.dedup.insert(&key);
-            }
-            live.pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+            let added = key.len() + value.as_ref().map_or(0, Vec::len);
+            // A key rewritten by every apply (a chat head, `A`) takes its room once.
+            let replaced = live.pending.get(&key).map_or(0, |old| key.len() + old.as_ref().map_or(0, Vec::len));
+            live.pending_bytes = (live.pending_bytes + added).saturating_sub(replaced);
             live.pending.insert(key, value);
         }
         live.pending.len() >= FLUSH_WRITES || live.pending_bytes >= FLUSH_BYTES
-    }
-
-    /// True when the idempotency key `key` is surely in neither `pending` nor the tree (false
-    /// means "look it up"; see `dedup_filter`).
-    pub(crate) fn dedup_surely_absent(&self, key: &[u8]) -> bool {
-        self.read().dedup.surely_absent(key)
     }
 
     /// Writes every pending write to the tree, atomically, and returns once they are there
@@ -313,22 +302,22 @@ impl Shared {
             group,
             generation: live.generation,
             tree: live.tree.clone(),
+            store: live.store.clone(),
             writes,
         })
     }
 
-    /// Makes `tree` the live generation and returns the old generation's number; pending
-    /// writes of the old one are dropped with it, and its dedup filter (the new one is
-    /// incomplete until scanned). The caller has waited for the flush in progress
-    /// ([`Shared::wait_for_flush`]).
-    pub(crate) fn replace(&self, generation: u64, tree: sled::Tree) -> u64 {
+    /// Makes `tree` and `store` the live generation and returns the old generation's number;
+    /// pending writes of the old one are dropped with it. The caller has waited for the flush
+    /// in progress ([`Shared::wait_for_flush`]).
+    pub(crate) fn replace(&self, generation: u64, tree: sled::Tree, store: MessageStore) -> u64 {
         let mut live = self.write();
         live.pending.clear();
         live.pending_bytes = 0;
         live.flushing = None;
         live.clean.clear();
-        live.dedup = DedupFilter::new();
         live.tree = tree;
+        live.store = store;
         std::mem::replace(&mut live.generation, generation)
     }
 
@@ -350,11 +339,15 @@ struct FlushJob {
     group: u32,
     generation: u64,
     tree: sled::Tree,
+    store: MessageStore,
     writes: Arc<Overlay>,
 }
 
 impl FlushJob {
     fn run(self) -> Result<(), StorageError> {
+        // The applied state in `writes` names a position of the message store: the store must
+        // hold everything up to it durably before sled can (see `crate::messages`).
+        self.store.sync()?;
         let mut set = WriteSet::default();
         for (k, v) in self.writes.iter() {
             match v {

@@ -1,7 +1,7 @@
 //! The typed records of the replicated chat state, as stored in sled.
 //!
 //! Each value is written with [`crate::codec::encode_versioned`]. Keys are built in
-//! [`crate::chat_store`] and are big-endian so that range scans follow seq order.
+//! [`crate::chat_store`] and are big-endian so that range scans follow key order.
 
 use serde::Deserialize;
 use serde::Serialize;
@@ -26,6 +26,33 @@ pub struct ChatHeader {
     pub created_at_ms: u64,
     pub created_by: UserId,
     pub member_count: u32,
+    /// The oldest seq history still holds: retention trimmed everything below it.
+    pub first_seq: u64,
+}
+
+/// A chat head as format 1 stored it (before retention kept a floor): read by restore only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatHeaderV1 {
+    pub kind: ChatKind,
+    pub name: String,
+    pub next_seq: u64,
+    pub created_at_ms: u64,
+    pub created_by: UserId,
+    pub member_count: u32,
+}
+
+impl From<ChatHeaderV1> for ChatHeader {
+    fn from(h: ChatHeaderV1) -> Self {
+        ChatHeader {
+            kind: h.kind,
+            name: h.name,
+            next_seq: h.next_seq,
+            created_at_ms: h.created_at_ms,
+            created_by: h.created_by,
+            member_count: h.member_count,
+            first_seq: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +72,8 @@ pub struct Member {
     pub joined_at_ms: u64,
 }
 
-/// One message of a chat's log. Immutable once written.
+/// One message of a chat's log, as readers get it (the store keeps its encoded form,
+/// [`crate::message::MessageBytes`]). Immutable once written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     pub seq: u64,

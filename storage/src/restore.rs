@@ -1,9 +1,15 @@
-//! Restoring a backed-up group: its raw records, checked and written unless present.
+//! Restoring a backed-up group: its records, checked and written unless present.
+//!
+//! A restore carries records in one form whatever format the backup has: the key and value of
+//! a chat head (`c`), a member (`u`), a small record (`K`) as sled holds them, and a message as
+//! `m` chat seq -> [`MessageRecord`]. Format-1 backups hold exactly these pairs (plus `d`
+//! idempotency entries, now part of the messages themselves); `raftchat admin restore` turns the
+//! message store's segments of a format-2 backup into `m` pairs.
 
 use crate::chat_store::chat_of_key;
-use crate::chat_store::enc;
 use crate::chat_store::message_key;
 use crate::chat_store::ChatHeader;
+use crate::chat_store::ChatHeaderV1;
 use crate::chat_store::ChatId;
 use crate::chat_store::Member;
 use crate::chat_store::MessageRecord;
@@ -17,15 +23,17 @@ use crate::chat_store::PREFIX_MEMBER;
 use crate::chat_store::PREFIX_MESSAGE;
 use crate::codec;
 use crate::error::StorageError;
+use crate::message::MessageBytes;
+use crate::messages::DEDUP_WINDOW_DEFAULT_MS;
 
-/// One record of a backed-up group (a raw pair of a snapshot stream), decoded and checked.
+/// One record of a backed-up group, decoded and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreRecord {
     Chat(ChatId, ChatHeader),
     Member(ChatId, UserId, Member),
     Message(ChatId, MessageRecord),
-    /// The full `d` key and its seq.
-    Dedup(Vec<u8>, u64),
+    /// A format-1 idempotency entry: its message carries the key now, so it restores nothing.
+    Dedup,
     /// A `K` key without its prefix, and its value.
     Kv(Vec<u8>, Vec<u8>),
 }
@@ -44,7 +52,14 @@ impl RestoreRecord {
         let chat = chat_of_key(key);
         let user = key.get(17..33).and_then(|b| uuid::Uuid::from_slice(b).ok());
         match (prefix, chat) {
-            (Some(PREFIX_CHAT), Some(c)) if key.len() == 17 => Ok(RestoreRecord::Chat(c, de("chat", value)?)),
+            (Some(PREFIX_CHAT), Some(c)) if key.len() == 17 => {
+                let h = if value.first() == Some(&1) {
+                    de::<ChatHeaderV1>("format-1 chat", value)?.into()
+                } else {
+                    de("chat", value)?
+                };
+                Ok(RestoreRecord::Chat(c, h))
+            }
             (Some(PREFIX_MEMBER), Some(c)) if key.len() == 33 => match user {
                 Some(u) => Ok(RestoreRecord::Member(c, u, de("member", value)?)),
                 None => Err("bad member key".into()),
@@ -56,9 +71,7 @@ impl RestoreRecord {
                 }
                 Ok(RestoreRecord::Message(c, m))
             }
-            (Some(PREFIX_DEDUP), Some(_)) if key.len() >= 33 => {
-                Ok(RestoreRecord::Dedup(key.to_vec(), de("dedup seq", value)?))
-            }
+            (Some(PREFIX_DEDUP), Some(_)) if key.len() >= 33 => Ok(RestoreRecord::Dedup),
             _ => Err(format!(
                 "not a chat, member, message, dedup or key record (key {:02x?})",
                 &key[..key.len().min(40)]
@@ -70,7 +83,11 @@ impl RestoreRecord {
 impl StateWriter {
     /// True when the group holds nothing but its applied state (a fresh group).
     pub fn is_empty(&mut self) -> Result<bool, StorageError> {
-        if !(self.chats.is_empty() && self.members.is_empty() && self.messages.is_empty() && self.kv.is_empty()) {
+        let untouched = self.chats.is_empty() && self.members.is_empty() && self.kv.is_empty();
+        if !(untouched && self.staged.is_empty()) {
+            return Ok(false);
+        }
+        if self.store.position().offset > crate::messages::record::SEGMENT_HEADER_LEN {
             return Ok(false);
         }
         let first = self.live.scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, false, 2)?;
@@ -98,19 +115,13 @@ impl StateWriter {
             RestoreRecord::Message(chat, m) => {
                 let absent = self.message(&chat, m.seq)?.is_none();
                 if absent {
-                    self.writes.insert(message_key(&chat, m.seq), enc("message", &m)?);
-                    self.messages.insert((chat, m.seq), m);
+                    let body = MessageBytes::of_record(&m).map_err(|e| StorageError::codec("message", e))?;
+                    let view = body.view().map_err(|e| StorageError::codec("message", e))?;
+                    self.put_message(&chat, m.seq, &body, &view, DEDUP_WINDOW_DEFAULT_MS);
                 }
                 absent
             }
-            RestoreRecord::Dedup(key, seq) => {
-                let absent = !self.dedup.contains_key(&key) && self.live.get(&key)?.is_none();
-                if absent {
-                    self.writes.insert(key.as_slice(), enc("dedup seq", &seq)?);
-                    self.dedup.insert(key, seq);
-                }
-                absent
-            }
+            RestoreRecord::Dedup => false,
             RestoreRecord::Kv(key, value) => {
                 let absent = self.kv_get(&key)?.is_none();
                 if absent {

@@ -1,19 +1,33 @@
-//! Snapshot files of one group's state, built and installed as streams.
+//! Snapshots of one group: a small state file plus the message store's segment files.
 //!
 //! ```text
-//! "RCSNAP\0\0" | format version u32 LE | meta len u32 LE | meta (versioned SnapshotMeta)
-//! records:  key len u32 LE | value len u32 LE | key | value      (raw sled pairs)
-//! trailer:  u32::MAX | record count u64 LE | crc32 of all record bytes u32 LE
+//! snapshots/g<group>/CURRENT         the name of the current snapshot directory
+//! snapshots/g<group>/<name>/MANIFEST versioned Manifest: meta, store position, files and lengths
+//! snapshots/g<group>/<name>/state    the mutable state (sled's keys; see below)
+//! snapshots/g<group>/<name>/<id>.seg|.idx   segment files (hard links; the active prefix copied)
+//!
+//! state file: "RCSNAP\0\0" | format version u32 LE | meta len u32 LE | meta (versioned)
+//!             records: key len u32 LE | value len u32 LE | key | value     (raw sled pairs)
+//!             trailer: u32::MAX | record count u64 LE | crc32 of all record bytes u32 LE
+//!
+//! stream:     "RCSNAPS2" | manifest len u32 LE | manifest | each file of the manifest, in order
 //! ```
 //!
-//! Building never holds a group in memory and never stops applies for long: [`capture`] copies
-//! only the small mutable keys (chats, members, `K` entries, `A`) while the state machine is
-//! between applies; the immutable messages and dedup keys are streamed afterwards, keeping those
-//! whose seq is below the captured `next_seq` of their chat. That set is exactly the state at the
-//! captured applied id, since messages and dedup keys are written once and never changed.
+//! **Capture** ([`capture`]) runs between two applies: it writes the pending state to sled, copies
+//! sled's keys of the group (chat heads, members, small records, applied state: the state
+//! without the messages, small), and cuts the message store. **Build** ([`build`]) then writes
+//! the state file and links the segment files, syncs sled, publishes the directory and lets
+//! the store drop what retention trimmed. A snapshot costs the size of the mutable state and of
+//! the active segment's prefix, not of the history.
 //!
-//! Installing writes a new tree generation from the stream, checks count and CRC, and only then
-//! flips the group's `current` pointer: a crash half-way leaves the previous state intact.
+//! A snapshot is sent to a follower (and downloaded as a backup) as one stream ([`open_stream`]):
+//! the receiving node writes it to a file, unpacks it into a new snapshot directory, checks
+//! every record, publishes it and installs it ([`install_stream`]): a new sled generation and a
+//! new store directory, made live by flipping the group's `current` pointer; a crash half-way
+//! leaves the previous state intact.
+
+mod reader;
+mod stream;
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,7 +43,13 @@ use std::path::PathBuf;
 
 use openraft::BasicNode;
 use openraft::SnapshotMeta;
+use serde::Deserialize;
+use serde::Serialize;
 
+pub use self::reader::StreamItem;
+pub use self::reader::StreamReader;
+pub use self::stream::Part;
+pub use self::stream::SnapshotData;
 use crate::chat_store::chat_of_key;
 use crate::chat_store::dec;
 use crate::chat_store::AppliedState;
@@ -37,190 +57,329 @@ use crate::chat_store::ChatHeader;
 use crate::chat_store::ChatId;
 use crate::chat_store::GroupState;
 use crate::chat_store::PREFIX_CHAT;
-use crate::chat_store::PREFIX_DEDUP;
-use crate::chat_store::PREFIX_MESSAGE;
 use crate::codec;
 use crate::codec::FORMAT_VERSION;
 use crate::error::StorageError;
 use crate::identity::sync_dir;
+use crate::messages::snapshot::install_files;
+use crate::messages::snapshot::parse_name;
+use crate::messages::snapshot::verify_segment;
+use crate::messages::snapshot::StoreCut;
+use crate::messages::StorePos;
 
 pub type Meta = SnapshotMeta<u64, BasicNode>;
 
-// The capture and the build split a tree into key ranges around these two prefixes.
-const _: () = assert!(PREFIX_DEDUP < PREFIX_MESSAGE);
-
 const MAGIC: &[u8; 8] = b"RCSNAP\0\0";
+const STREAM_MAGIC: &[u8; 8] = b"RCSNAPS2";
 const TRAILER_MARK: u32 = u32::MAX;
 const FIELD_LEN_MAX: u32 = 64 * 1024 * 1024;
+const MANIFEST_MAX: u32 = 64 * 1024 * 1024;
 const INSTALL_BATCH: usize = 1000;
+const STATE_FILE: &str = "state";
+const MANIFEST_FILE: &str = "MANIFEST";
+const CURRENT_FILE: &str = "CURRENT";
 
-/// The snapshot directory of one group: `current.snap` plus temporary files.
+/// What a snapshot directory holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub meta: Meta,
+    /// Where the message store stands at the snapshot (its checkpoint after an install).
+    pub store: StorePos,
+    /// Its files in stream order, the state file first, with their lengths.
+    pub files: Vec<(String, u64)>,
+}
+
+/// The snapshot directory of one group.
 #[derive(Clone)]
 pub struct SnapshotDir {
     dir: PathBuf,
 }
 
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::io(path, e)
+}
+
+pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
+}
+
 impl SnapshotDir {
+    /// Opens (creating) the group's snapshot directory; drops unfinished builds and installs.
     pub fn open(root: &Path, group: u32) -> Result<Self, StorageError> {
         let dir = root.join(format!("g{group}"));
-        fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
-        for ent in fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))? {
-            let path = ent.map_err(|e| StorageError::io(&dir, e))?.path();
-            if path.extension().is_some_and(|x| x == "tmp") {
-                let _ = fs::remove_file(&path);
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let sd = SnapshotDir { dir };
+        let current = sd.current_name()?;
+        for ent in fs::read_dir(&sd.dir).map_err(io(&sd.dir))? {
+            let path = ent.map_err(io(&sd.dir))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            if name == CURRENT_FILE || Some(&name) == current.as_ref() {
+                continue;
             }
+            // Unfinished builds, installs and receives, and replaced snapshots.
+            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
         }
-        Ok(SnapshotDir { dir })
+        Ok(sd)
     }
 
-    pub fn current_path(&self) -> PathBuf {
-        self.dir.join("current.snap")
+    /// The group's snapshot directory as it is (nothing created or cleaned), for readers.
+    pub fn open_existing(root: &Path, group: u32) -> Option<Self> {
+        let dir = root.join(format!("g{group}"));
+        dir.is_dir().then_some(SnapshotDir { dir })
     }
 
-    /// Metadata of the current snapshot, if there is one.
-    pub fn current_meta(&self) -> Result<Option<Meta>, StorageError> {
-        let path = self.current_path();
-        match File::open(&path) {
-            Ok(f) => Ok(Some(read_header(&mut BufReader::new(f), &path)?)),
+    fn current_name(&self) -> Result<Option<String>, StorageError> {
+        let path = self.dir.join(CURRENT_FILE);
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io(&path, e)),
         }
     }
 
-    /// A fresh temporary file to receive a snapshot into.
+    /// The current snapshot's directory and manifest, if there is one.
+    pub fn current(&self) -> Result<Option<(PathBuf, Manifest)>, StorageError> {
+        let Some(name) = self.current_name()? else { return Ok(None) };
+        let dir = self.dir.join(name);
+        let manifest = read_manifest(&dir)?;
+        Ok(Some((dir, manifest)))
+    }
+
+    /// Metadata of the current snapshot, if there is one.
+    pub fn current_meta(&self) -> Result<Option<Meta>, StorageError> {
+        Ok(self.current()?.map(|(_, m)| m.meta))
+    }
+
+    /// Bytes of the current snapshot's state file (its share that is rewritten per snapshot).
+    pub fn current_state_bytes(&self) -> u64 {
+        match self.current() {
+            Ok(Some((_, m))) => m.files.first().map_or(0, |(_, len)| *len),
+            _ => 0,
+        }
+    }
+
+    /// A fresh temporary file to receive a snapshot stream into.
     pub fn receive_file(&self) -> Result<File, StorageError> {
         let path = self.dir.join(format!("recv-{}.tmp", uuid::Uuid::new_v4()));
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, e))?;
+        let f =
+            fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io(&path))?;
         // Unlinked at once: the handle keeps it alive for as long as openraft holds it.
         let _ = fs::remove_file(&path);
         Ok(f)
     }
 
-    fn publish(&self, tmp: &Path) -> Result<(), StorageError> {
-        let cur = self.current_path();
-        fs::rename(tmp, &cur).map_err(|e| StorageError::io(&cur, e))?;
-        sync_dir(&self.dir)
+    fn tmp(&self, what: &str) -> Result<PathBuf, StorageError> {
+        let path = self.dir.join(format!("{what}-{}.tmp", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&path).map_err(io(&path))?;
+        Ok(path)
     }
 
-    fn tmp(&self, what: &str) -> PathBuf {
-        self.dir.join(format!("{what}-{}.tmp", uuid::Uuid::new_v4()))
+    /// Makes the finished directory `tmp` the current snapshot and removes the one before.
+    fn publish(&self, tmp: &Path, id: &str) -> Result<PathBuf, StorageError> {
+        let name: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let name = format!("snap-{name}");
+        let to = self.dir.join(&name);
+        if to.exists() {
+            fs::remove_dir_all(&to).map_err(io(&to))?;
+        }
+        sync_dir(tmp)?;
+        fs::rename(tmp, &to).map_err(io(&to))?;
+        let before = self.current_name()?;
+        let cur_tmp = self.dir.join("CURRENT.tmp");
+        let mut f = File::create(&cur_tmp).map_err(io(&cur_tmp))?;
+        f.write_all(name.as_bytes()).map_err(io(&cur_tmp))?;
+        f.sync_all().map_err(io(&cur_tmp))?;
+        let cur = self.dir.join(CURRENT_FILE);
+        fs::rename(&cur_tmp, &cur).map_err(io(&cur))?;
+        sync_dir(&self.dir)?;
+        if let Some(old) = before.filter(|o| *o != name) {
+            let _ = fs::remove_dir_all(self.dir.join(old));
+        }
+        Ok(to)
     }
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest, StorageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = fs::read(&path).map_err(io(&path))?;
+    codec::decode_versioned(&bytes).map_err(|e| StorageError::codec("snapshot manifest", e))
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), StorageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = codec::encode_versioned(m).map_err(|e| StorageError::codec("snapshot manifest", e))?;
+    let mut f = File::create(&path).map_err(io(&path))?;
+    f.write_all(&bytes).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))
 }
 
 /// The consistent cut of a group's state taken between two applies.
 pub struct Capture {
-    tree: sled::Tree,
     state: GroupState,
     mutable: Vec<(sled::IVec, sled::IVec)>,
-    next_seq: HashMap<ChatId, u64>,
+    /// Each chat's lowest kept seq (retention).
+    floors: HashMap<ChatId, u64>,
+    cut: StoreCut,
     pub applied: AppliedState,
 }
 
-/// Copies the mutable part of the state. Call it while no apply runs.
+/// Takes the cut. Call it while no apply runs.
 pub fn capture(state: &GroupState) -> Result<Capture, StorageError> {
-    // The build streams messages from the tree after the capture: they must be in it.
     state.flush_pending()?;
     let tree = state.flushed_tree();
     let applied = state.applied()?;
     let mut mutable = Vec::new();
-    let mut next_seq = HashMap::new();
-    // Only the mutable key ranges: the message and dedup ranges are most of a group and are
-    // streamed later, outside the state machine.
-    let mutable_ranges = tree
-        .range(..[PREFIX_DEDUP].as_slice())
-        .chain(tree.range([PREFIX_DEDUP + 1].as_slice()..[PREFIX_MESSAGE].as_slice()))
-        .chain(tree.range([PREFIX_MESSAGE + 1].as_slice()..));
-    for kv in mutable_ranges {
+    let mut floors = HashMap::new();
+    for kv in tree.iter() {
         let (k, v) = kv?;
-        match k.first() {
-            Some(&PREFIX_MESSAGE) | Some(&PREFIX_DEDUP) => continue,
-            Some(&PREFIX_CHAT) => {
-                if let Some(chat) = chat_of_key(&k) {
-                    let h: ChatHeader = dec("chat", &v)?;
-                    next_seq.insert(chat, h.next_seq);
-                }
+        if k.first() == Some(&PREFIX_CHAT) {
+            if let Some(chat) = chat_of_key(&k) {
+                let h: ChatHeader = dec("chat", &v)?;
+                floors.insert(chat, h.first_seq);
             }
-            _ => {}
         }
         mutable.push((k, v));
     }
-    Ok(Capture { tree, state: state.clone(), mutable, next_seq, applied })
+    let store = state.messages_store();
+    let cut = store.cut(&|c| floors.get(c).copied().unwrap_or(u64::MAX));
+    Ok(Capture { state: state.clone(), mutable, floors, cut, applied })
 }
 
-/// Writes the snapshot of `cap` and makes it the group's current snapshot. Blocking I/O.
+/// Writes the snapshot of `cap`, makes it the group's current snapshot and lets the message
+/// store drop what retention trimmed. Blocking I/O.
 pub fn build(cap: Capture, snapshot_id: String, dir: &SnapshotDir) -> Result<Meta, StorageError> {
-    let meta =
-        Meta { last_log_id: cap.applied.last_applied, last_membership: cap.applied.membership.clone(), snapshot_id };
-    let tmp = dir.tmp("build");
-    let file = File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-    let mut w = RecordWriter::new(BufWriter::with_capacity(256 * 1024, file), &tmp);
+    let meta = Meta {
+        last_log_id: cap.applied.last_applied,
+        last_membership: cap.applied.membership.clone(),
+        snapshot_id: snapshot_id.clone(),
+    };
+    let tmp = dir.tmp("build")?;
+    let state_path = tmp.join(STATE_FILE);
+    let file = File::create(&state_path).map_err(io(&state_path))?;
+    let mut w = RecordWriter::new(BufWriter::with_capacity(256 * 1024, file), &state_path);
     w.header(&meta)?;
     for (k, v) in &cap.mutable {
         w.record(k, v)?;
     }
-    let immutable_ranges = cap
-        .tree
-        .range([PREFIX_DEDUP].as_slice()..[PREFIX_DEDUP + 1].as_slice())
-        .chain(cap.tree.range([PREFIX_MESSAGE].as_slice()..[PREFIX_MESSAGE + 1].as_slice()));
-    for kv in immutable_ranges {
-        let (k, v) = kv?;
-        let keep = match k.first() {
-            Some(&PREFIX_MESSAGE) => {
-                let seq = k.get(17..25).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])));
-                matches!((chat_of_key(&k).and_then(|c| cap.next_seq.get(&c)), seq), (Some(n), Some(s)) if s < *n)
-            }
-            Some(&PREFIX_DEDUP) if crate::unsafe_knobs::on(crate::unsafe_knobs::Knob::DedupNotInSnapshot) => false,
-            Some(&PREFIX_DEDUP) => {
-                let seq: u64 = dec("dedup seq", &v)?;
-                chat_of_key(&k).and_then(|c| cap.next_seq.get(&c)).is_some_and(|n| seq < *n)
-            }
-            _ => false,
-        };
-        if keep {
-            w.record(&k, &v)?;
-        }
-    }
-    let file = w.finish()?;
-    file.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
+    w.finish()?.sync_all().map_err(io(&state_path))?;
+    let store = cap.state.messages_store();
+    let names = cap.cut.materialize(&store, &tmp)?;
+    let manifest = Manifest { meta: meta.clone(), store: cap.cut.pos, files: file_list(&tmp, names)? };
+    write_manifest(&tmp, &manifest)?;
     // Make sled durable up to the capture too (its own flush is not an fsync), before the
     // snapshot is published and the log behind it purged: a restart after a crash then finds
     // the state at or past this snapshot and need not reinstall it.
     cap.state.sync_db()?;
-    dir.publish(&tmp)?;
+    dir.publish(&tmp, &snapshot_id)?;
+    let since = cap.applied.group_time_ms.saturating_sub(cap.applied.dedup_window_max_ms);
+    let dropped = store.collect(&|c| cap.floors.get(c).copied().unwrap_or(u64::MAX), since)?;
+    if dropped > 0 {
+        tracing::debug!(group = cap.state.group(), dropped, "retention dropped message segments");
+    }
     Ok(meta)
 }
 
-/// Loads a snapshot stream into a new generation of `state`, then makes it live; with
-/// `publish`, also stores the stream as the group's current snapshot. Blocking I/O.
-pub fn install(state: &GroupState, dir: &SnapshotDir, src: &mut File, publish: bool) -> Result<Meta, StorageError> {
-    let src_path = dir.current_path();
-    src.seek(SeekFrom::Start(0)).map_err(|e| StorageError::io(&src_path, e))?;
-    let tmp = dir.tmp("install");
-    let mut copy = if publish {
-        Some(RecordWriter::new(
-            BufWriter::with_capacity(256 * 1024, File::create(&tmp).map_err(|e| StorageError::io(&tmp, e))?),
-            &tmp,
-        ))
-    } else {
-        None
-    };
-    let mut r = RecordReader::new(BufReader::with_capacity(256 * 1024, src), &src_path)?;
-    let meta = r.meta.clone();
-    if let Some(c) = copy.as_mut() {
-        c.header(&meta)?;
+fn file_list(dir: &Path, names: Vec<String>) -> Result<Vec<(String, u64)>, StorageError> {
+    std::iter::once(STATE_FILE.to_string())
+        .chain(names)
+        .map(|n| {
+            let p = dir.join(&n);
+            let len = fs::metadata(&p).map_err(io(&p))?.len();
+            Ok((n, len))
+        })
+        .collect()
+}
+
+/// The current snapshot of a group as one stream (to a follower, or as a backup), with its
+/// metadata and length; `None` without a snapshot. The files stay readable when a newer
+/// snapshot replaces them.
+pub fn open_stream(root: &Path, group: u32) -> Result<Option<(SnapshotData, Meta, u64)>, StorageError> {
+    SnapshotDir { dir: root.join(format!("g{group}")) }.open_stream()
+}
+
+impl SnapshotDir {
+    /// The current snapshot as one stream (see [`open_stream`]).
+    pub fn open_stream(&self) -> Result<Option<(SnapshotData, Meta, u64)>, StorageError> {
+        let Some((sub, manifest)) = self.current()? else { return Ok(None) };
+        stream_of(&sub, manifest)
     }
-    let (gen, tree) = state.begin_generation()?;
+}
+
+fn stream_of(sub: &Path, manifest: Manifest) -> Result<Option<(SnapshotData, Meta, u64)>, StorageError> {
+    let m = codec::encode_versioned(&manifest).map_err(|e| StorageError::codec("snapshot manifest", e))?;
+    let mut head = Vec::with_capacity(12 + m.len());
+    head.extend_from_slice(STREAM_MAGIC);
+    head.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    head.extend_from_slice(&m);
+    let mut parts = vec![Part::Mem(bytes::Bytes::from(head))];
+    for (name, len) in &manifest.files {
+        let path = sub.join(name);
+        parts.push(Part::File(File::open(&path).map_err(io(&path))?, *len));
+    }
+    let data = SnapshotData::parts(parts);
+    let len = data.len();
+    Ok(Some((data, manifest.meta, len)))
+}
+
+/// Unpacks a received stream (from its start) into a new snapshot directory, checks every
+/// record, publishes it and installs it into `state`.
+pub fn install_stream(state: &GroupState, dir: &SnapshotDir, src: &mut File) -> Result<Meta, StorageError> {
+    let src_path = dir.dir.join("received");
+    src.seek(SeekFrom::Start(0)).map_err(io(&src_path))?;
+    let mut r = BufReader::with_capacity(1024 * 1024, src);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(io(&src_path))?;
+    if &magic != STREAM_MAGIC {
+        return Err(corrupt(&src_path, "not a raftchat snapshot stream (bad magic)"));
+    }
+    let mlen = read_u32(&mut r, &src_path)?;
+    if mlen > MANIFEST_MAX {
+        return Err(corrupt(&src_path, "snapshot manifest too large"));
+    }
+    let mut m = vec![0u8; mlen as usize];
+    r.read_exact(&mut m).map_err(io(&src_path))?;
+    let manifest: Manifest =
+        codec::decode_versioned(&m).map_err(|e| StorageError::codec("snapshot manifest", e))?;
+    if manifest.files.first().map(|(n, _)| n.as_str()) != Some(STATE_FILE)
+        || manifest.files.iter().skip(1).any(|(n, _)| parse_name(n).is_none())
+    {
+        return Err(corrupt(&src_path, "snapshot manifest names unexpected files"));
+    }
+    let tmp = dir.tmp("install")?;
+    for (name, len) in &manifest.files {
+        let path = tmp.join(name);
+        let mut out = File::create(&path).map_err(io(&path))?;
+        let copied = std::io::copy(&mut (&mut r).take(*len), &mut out).map_err(io(&src_path))?;
+        if copied != *len {
+            return Err(corrupt(&src_path, format!("{name}: stream cut short at {copied} of {len} bytes")));
+        }
+        out.sync_all().map_err(io(&path))?;
+        if name.ends_with(".seg") {
+            verify_segment(&path)?;
+        }
+    }
+    // The state file must read to its trailer before anything is replaced.
+    let state_path = tmp.join(STATE_FILE);
+    let mut records = RecordReader::new(BufReader::new(File::open(&state_path).map_err(io(&state_path))?), &state_path)?;
+    while records.next_record()?.is_some() {}
+    if records.meta != manifest.meta {
+        return Err(corrupt(&state_path, "state file and manifest disagree"));
+    }
+    write_manifest(&tmp, &manifest)?;
+    let published = dir.publish(&tmp, &manifest.meta.snapshot_id)?;
+    install_local(state, &published, &manifest)?;
+    Ok(manifest.meta)
+}
+
+/// Installs the snapshot in directory `sub` into `state`: a new sled generation and a new store
+/// directory, switched to together.
+fn install_local(state: &GroupState, sub: &Path, manifest: &Manifest) -> Result<(), StorageError> {
+    let (gen, tree, store_dir) = state.begin_generation()?;
+    let state_path = sub.join(STATE_FILE);
+    let mut r = RecordReader::new(BufReader::with_capacity(256 * 1024, File::open(&state_path).map_err(io(&state_path))?), &state_path)?;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
     while let Some((k, v)) = r.next_record()? {
-        if let Some(c) = copy.as_mut() {
-            c.record(&k, &v)?;
-        }
         batch.insert(k, v);
         in_batch += 1;
         if in_batch >= INSTALL_BATCH {
@@ -229,52 +388,30 @@ pub fn install(state: &GroupState, dir: &SnapshotDir, src: &mut File, publish: b
         }
     }
     tree.apply_batch(batch)?;
-    if let Some(c) = copy {
-        let f = c.finish()?;
-        f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
-    }
-    state.switch_generation(gen, tree)?;
-    if publish {
-        dir.publish(&tmp)?;
-    }
-    Ok(meta)
+    let names: Vec<String> = manifest.files.iter().skip(1).map(|(n, _)| n.clone()).collect();
+    install_files(sub, &names, &store_dir, manifest.store)?;
+    state.switch_generation(gen, tree, &store_dir, manifest.store)
 }
 
 /// Brings `state` up to the current snapshot when it is behind it (after a crash that lost
 /// un-synced sled writes, or one between publishing a snapshot and switching to it).
 pub fn restore_if_behind(state: &GroupState, dir: &SnapshotDir) -> Result<bool, StorageError> {
-    let Some(meta) = dir.current_meta()? else { return Ok(false) };
+    let Some((sub, manifest)) = dir.current()? else { return Ok(false) };
     let applied = state.applied()?.last_applied;
-    if meta.last_log_id <= applied {
+    if manifest.meta.last_log_id <= applied {
         return Ok(false);
     }
-    tracing::warn!(group = state.group(), ?applied, snapshot = ?meta.last_log_id, "state is behind its snapshot; reinstalling");
-    let path = dir.current_path();
-    let mut f = File::open(&path).map_err(|e| StorageError::io(&path, e))?;
-    install(state, dir, &mut f, false)?;
+    tracing::warn!(group = state.group(), ?applied, snapshot = ?manifest.meta.last_log_id, "state is behind its snapshot; reinstalling");
+    install_local(state, &sub, &manifest)?;
     Ok(true)
 }
 
-/// Opens a group's current snapshot file under `root` (the node's `snapshots/` directory) with
-/// its metadata, positioned at the start. The handle stays valid when a newer snapshot replaces
-/// the file. Unlike [`SnapshotDir::open`], this touches nothing in the directory.
-pub fn open_current(root: &Path, group: u32) -> Result<Option<(File, Meta)>, StorageError> {
-    let path = root.join(format!("g{group}")).join("current.snap");
-    let mut f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::io(&path, e)),
-    };
-    let meta = read_header(&mut BufReader::new(&mut f), &path)?;
-    f.seek(SeekFrom::Start(0)).map_err(|e| StorageError::io(&path, e))?;
-    Ok(Some((f, meta)))
-}
-
-/// One raw (key, value) pair of a snapshot stream.
+/// One raw (key, value) pair of a state file.
 pub type RawRecord = (Vec<u8>, Vec<u8>);
 
-/// Reads a snapshot stream record by record; the trailer's count and CRC are checked when the
-/// last record has been read, so a caller must read to the end before trusting the records.
+/// Reads a state file (or a format-1 snapshot, which had the same framing) record by record;
+/// the trailer's count and CRC are checked when the last record has been read, so a caller must
+/// read to the end before trusting the records.
 pub struct RecordReader<R: Read> {
     r: R,
     path: PathBuf,
@@ -282,13 +419,23 @@ pub struct RecordReader<R: Read> {
     count: u64,
     done: bool,
     pub meta: Meta,
+    /// The format version the file was written with (1: a format-1 snapshot).
+    pub version: u32,
 }
 
 impl<R: Read> RecordReader<R> {
     /// Reads and checks the header. `path` only names the source in errors.
     pub fn new(mut r: R, path: &Path) -> Result<Self, StorageError> {
-        let meta = read_header(&mut r, path)?;
-        Ok(RecordReader { r, path: path.to_path_buf(), hasher: crc32fast::Hasher::new(), count: 0, done: false, meta })
+        let (meta, version) = read_header(&mut r, path)?;
+        Ok(RecordReader {
+            r,
+            path: path.to_path_buf(),
+            hasher: crc32fast::Hasher::new(),
+            count: 0,
+            done: false,
+            meta,
+            version,
+        })
     }
 
     /// The next (key, value), or `None` after a trailer that matched everything read.
@@ -297,28 +444,32 @@ impl<R: Read> RecordReader<R> {
             return Ok(None);
         }
         let path = &self.path;
-        let corrupt = |reason: String| StorageError::Corrupt { path: path.clone(), reason };
         let klen = read_u32(&mut self.r, path)?;
         if klen == TRAILER_MARK {
             let n = read_u64(&mut self.r, path)?;
             let crc = read_u32(&mut self.r, path)?;
             if n != self.count || crc != self.hasher.clone().finalize() {
-                return Err(corrupt(format!("snapshot trailer mismatch: {n} records, read {}", self.count)));
+                return Err(corrupt(path, format!("snapshot trailer mismatch: {n} records, read {}", self.count)));
             }
             self.done = true;
             return Ok(None);
         }
         let vlen = read_u32(&mut self.r, path)?;
         if klen > FIELD_LEN_MAX || vlen > FIELD_LEN_MAX {
-            return Err(corrupt(format!("snapshot record too large ({klen}, {vlen})")));
+            return Err(corrupt(path, format!("snapshot record too large ({klen}, {vlen})")));
         }
         let mut k = vec![0u8; klen as usize];
         let mut v = vec![0u8; vlen as usize];
-        self.r.read_exact(&mut k).map_err(|e| StorageError::io(path, e))?;
-        self.r.read_exact(&mut v).map_err(|e| StorageError::io(path, e))?;
+        self.r.read_exact(&mut k).map_err(io(path))?;
+        self.r.read_exact(&mut v).map_err(io(path))?;
         hash_record(&mut self.hasher, &k, &v);
         self.count += 1;
         Ok(Some((k, v)))
+    }
+
+    /// The reader, positioned after the trailer once [`RecordReader::next_record`] returned `None`.
+    pub fn into_inner(self) -> R {
+        self.r
     }
 }
 
@@ -342,7 +493,7 @@ impl<'p> RecordWriter<'p> {
     }
 
     fn put(&mut self, b: &[u8]) -> Result<(), StorageError> {
-        self.w.write_all(b).map_err(|e| StorageError::io(self.path, e))
+        self.w.write_all(b).map_err(io(self.path))
     }
 
     fn header(&mut self, meta: &Meta) -> Result<(), StorageError> {
@@ -371,36 +522,37 @@ impl<'p> RecordWriter<'p> {
     }
 }
 
-fn read_u32(r: &mut impl Read, path: &Path) -> Result<u32, StorageError> {
+pub(crate) fn read_u32(r: &mut impl Read, path: &Path) -> Result<u32, StorageError> {
     let mut b = [0u8; 4];
-    r.read_exact(&mut b).map_err(|e| StorageError::io(path, e))?;
+    r.read_exact(&mut b).map_err(io(path))?;
     Ok(u32::from_le_bytes(b))
 }
 
 fn read_u64(r: &mut impl Read, path: &Path) -> Result<u64, StorageError> {
     let mut b = [0u8; 8];
-    r.read_exact(&mut b).map_err(|e| StorageError::io(path, e))?;
+    r.read_exact(&mut b).map_err(io(path))?;
     Ok(u64::from_le_bytes(b))
 }
 
-fn read_header(r: &mut impl Read, path: &Path) -> Result<Meta, StorageError> {
-    let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), reason };
+/// Reads a state file's header: its metadata and format version (1 or this build's).
+fn read_header(r: &mut impl Read, path: &Path) -> Result<(Meta, u32), StorageError> {
     let mut magic = [0u8; 8];
-    r.read_exact(&mut magic).map_err(|e| StorageError::io(path, e))?;
+    r.read_exact(&mut magic).map_err(io(path))?;
     if &magic != MAGIC {
-        return Err(corrupt("not a raftchat snapshot (bad magic)".into()));
+        return Err(corrupt(path, "not a raftchat snapshot (bad magic)"));
     }
     let version = read_u32(r, path)?;
-    if version != u32::from(FORMAT_VERSION) {
-        return Err(corrupt(format!("unknown snapshot format version {version}")));
+    if version != u32::from(FORMAT_VERSION) && version != 1 {
+        return Err(corrupt(path, format!("unknown snapshot format version {version}")));
     }
     let len = read_u32(r, path)?;
     if len > FIELD_LEN_MAX {
-        return Err(corrupt("snapshot meta too large".into()));
+        return Err(corrupt(path, "snapshot meta too large"));
     }
     let mut m = vec![0u8; len as usize];
-    r.read_exact(&mut m).map_err(|e| StorageError::io(path, e))?;
-    codec::decode_versioned(&m).map_err(|e| StorageError::codec("snapshot meta", e))
+    r.read_exact(&mut m).map_err(io(path))?;
+    let meta = codec::decode_versioned(&m).map_err(|e| StorageError::codec("snapshot meta", e))?;
+    Ok((meta, version))
 }
 
 #[cfg(test)]

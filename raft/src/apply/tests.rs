@@ -1,33 +1,41 @@
-use raftchat_storage::chat_store::AppliedState;
 use raftchat_storage::chat_store::GroupState;
 use raftchat_storage::chat_store::StateDb;
+use raftchat_storage::message::MessageBytes;
+use raftchat_storage::message::MessageView;
 use uuid::Uuid;
 
 use super::*;
+use crate::command::DEDUP_WINDOW_DEFAULT_MS;
 
 fn group() -> (tempfile::TempDir, GroupState) {
     let d = tempfile::tempdir().unwrap();
-    let db = StateDb::open(d.path(), 1 << 20).unwrap();
+    let db = StateDb::open(&d.path().join("state"), &d.path().join("messages"), 1 << 20, 1 << 20).unwrap();
     let g = db.open_group(1).unwrap();
     (d, g)
 }
 
 fn run(g: &GroupState, cmds: &[ChatCommand]) -> Vec<CommandOutcome> {
-    let mut w = g.writer();
+    let mut w = g.writer().unwrap();
     let out = cmds.iter().map(|c| apply(&mut w, c).unwrap().0).collect();
-    w.commit(&AppliedState::default()).unwrap();
+    let mut applied = g.applied().unwrap();
+    w.commit(&mut applied).unwrap();
     out
 }
 
 fn append(chat: Uuid, sender: Uuid, cmid: &str) -> ChatCommand {
-    ChatCommand::Append {
-        chat,
+    let body = format!("body {cmid}");
+    let view = MessageView {
         sender,
-        client_msg_id: cmid.into(),
         message_id: Uuid::new_v4(),
         ts_ms: 1000,
-        kind: "text".into(),
-        body: format!("body {cmid}"),
+        client_msg_id: cmid,
+        kind: "text",
+        body: &body,
+    };
+    ChatCommand::Append {
+        chat,
+        message: MessageBytes::encode(&view).unwrap(),
+        dedup_window_ms: DEDUP_WINDOW_DEFAULT_MS,
     }
 }
 
@@ -134,20 +142,50 @@ fn same_commands_same_state() {
     assert_eq!(run(&g1, &cmds), run(&g2, &cmds));
     let dump = |g: &GroupState| {
         g.flush_pending().unwrap();
-        g.flushed_tree().iter().map(|kv| kv.unwrap()).collect::<Vec<_>>()
+        let tree: Vec<_> = g.flushed_tree().iter().map(|kv| kv.unwrap()).collect();
+        let chats: Vec<_> = g.chats_after(None, 100).unwrap();
+        let messages: Vec<_> = chats.iter().map(|(c, _)| g.messages(c, 0, u64::MAX, 1000, false).unwrap()).collect();
+        (tree, messages)
     };
     assert_eq!(dump(&g1), dump(&g2));
 }
 
-/// Every raw pair of a group's tree except the applied state, as a backup carries them.
+#[test]
+fn a_retry_outside_the_dedup_window_is_a_new_message() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let at = |ts: u64, window: u64| {
+        let view =
+            MessageView { sender: a, message_id: Uuid::new_v4(), ts_ms: ts, client_msg_id: "same", kind: "text", body: "b" };
+        ChatCommand::Append { chat, message: MessageBytes::encode(&view).unwrap(), dedup_window_ms: window }
+    };
+    let out = run(&g, &[create(chat, ChatKind::Direct, a, vec![b]), at(1_000, 500), at(1_400, 500)]);
+    assert!(matches!(out[2], CommandOutcome::Appended { seq: 1, duplicate: true, .. }), "{out:?}");
+    // The group's clock moved past the window: the same id is a new message.
+    let out = run(&g, &[at(1_600, 500)]);
+    assert!(matches!(out[0], CommandOutcome::Appended { seq: 2, duplicate: false, .. }), "{out:?}");
+    // The clock never goes back: a command stamped earlier does not reopen the first window.
+    let out = run(&g, &[at(1_100, 500)]);
+    assert!(matches!(out[0], CommandOutcome::Appended { seq: 2, duplicate: true, .. }), "{out:?}");
+}
+
+/// Every record of a group except the applied state, as a restore carries them.
 fn records_of(g: &GroupState) -> Vec<(Vec<u8>, Vec<u8>)> {
     g.flush_pending().unwrap();
-    g.flushed_tree()
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = g
+        .flushed_tree()
         .iter()
         .map(|kv| kv.unwrap())
         .filter(|(k, _)| k.as_ref() != raftchat_storage::chat_store::KEY_APPLIED)
         .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
+        .collect();
+    for (chat, _) in g.chats_after(None, 100).unwrap() {
+        for m in g.messages(&chat, 0, u64::MAX, 1000, false).unwrap() {
+            let v = raftchat_storage::codec::encode_versioned(&m).unwrap();
+            out.push((raftchat_storage::chat_store::message_key(&chat, m.seq), v));
+        }
+    }
+    out
 }
 
 #[test]

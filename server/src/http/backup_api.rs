@@ -1,8 +1,9 @@
 //! Backup and restore behind `raftchat admin backup|restore` (admin routes; see [`super::admin_routes`]).
 //!
-//! - `GET /internal/v1/admin/backup/{group}` (to the group's leader): a snapshot file of the group
-//!   that holds every write acknowledged before the request (see `raftchat_raft::backup`),
-//!   streamed with its length; headers `x-raftchat-last-index` and `x-raftchat-last-term`.
+//! - `GET /internal/v1/admin/backup/{group}` (to the group's leader): a snapshot stream of the
+//!   group (`raftchat_storage::snapshot`) that holds every write acknowledged before the request
+//!   (see `raftchat_raft::backup`), with its length; headers `x-raftchat-last-index` and
+//!   `x-raftchat-last-term`.
 //!   Another node answers 421 `not_leader` with the leader it knows of.
 //! - `POST /internal/v1/admin/restore/{group}[?requireEmpty=true]`: a body of snapshot records
 //!   (`key len u32 LE | value len u32 LE | key | value`, repeated) committed in the group as one
@@ -54,7 +55,7 @@ fn data_group(s: &AppState, group: GroupId) -> Result<GroupId, ApiError> {
 
 async fn backup(State(s): State<AppState>, Path(group): Path<GroupId>) -> Result<Response, ApiError> {
     let group = data_group(&s, group)?;
-    let (file, meta) = match raftchat_raft::backup::snapshot_for_backup(&s.node, group).await {
+    let (data, meta, len) = match raftchat_raft::backup::snapshot_for_backup(&s.node, group).await {
         Ok(x) => x,
         Err(AppError::NotLeader { leader }) => {
             let body = json!({ "error": { "code": "not_leader",
@@ -68,12 +69,8 @@ async fn backup(State(s): State<AppState>, Path(group): Path<GroupId>) -> Result
         }
         Err(e) => return Err(e.into()),
     };
-    let len = file
-        .metadata()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("snapshot file: {e}")))?
-        .len();
     let last = meta.last_log_id.unwrap_or_default();
-    let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
+    let stream = tokio_util::io::ReaderStream::with_capacity(data, 256 * 1024);
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),

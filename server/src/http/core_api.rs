@@ -139,26 +139,9 @@ async fn append(
     Json(req): Json<Append>,
 ) -> Result<Json<Appended>, ApiError> {
     let chat = parse_chat(&chat_id)?;
-    if req.text.len() > s.service.config.max_text_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("text is {} bytes; the limit is {}", req.text.len(), s.service.config.max_text_bytes),
-        ));
-    }
     let client_msg_id = req.client_msg_id.unwrap_or_else(|| Uuid::new_v4().to_string());
-    if client_msg_id.len() > raftchat_raft::command::CLIENT_MSG_ID_MAX {
-        return Err(ApiError::bad_request("clientMsgId is longer than 128 bytes"));
-    }
-    let cmd = ChatCommand::Append {
-        chat,
-        sender: req.sender,
-        client_msg_id,
-        message_id: Uuid::new_v4(),
-        ts_ms: crate::service::now_ms(),
-        kind: req.kind.unwrap_or_else(|| "text".into()),
-        body: req.text,
-    };
+    let kind = req.kind.unwrap_or_else(|| "text".into());
+    let cmd = s.service.append_command(chat, req.sender, &client_msg_id, &kind, &req.text)?;
     match submit(&s, chat, cmd).await? {
         CommandOutcome::Appended { chat, seq, message_id, ts_ms, duplicate } => {
             Ok(Json(Appended { chat_id: chat, seq, message_id, timestamp: ts_ms, duplicate }))

@@ -12,7 +12,6 @@
 
 use axum::http::StatusCode;
 use raftchat_raft::command::ChatCommand;
-use raftchat_raft::meta::group_of;
 use raftchat_raft::router::Consistency;
 use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
@@ -77,10 +76,11 @@ pub fn decode_body(kind: &str, body: String) -> (String, Option<MediaRef>) {
     }
 }
 
-pub fn media_group(sha: &Sha, data_groups: u32) -> GroupId {
+/// The id whose slot decides a blob's group: the first 16 bytes of its hash.
+pub fn media_slot_id(sha: &Sha) -> Uuid {
     let mut first = [0u8; 16];
     first.copy_from_slice(&sha[..16]);
-    group_of(&Uuid::from_bytes(first), data_groups)
+    Uuid::from_bytes(first)
 }
 
 fn key(prefix: &[u8], sha: &Sha, id: Option<&Uuid>) -> Vec<u8> {
@@ -103,7 +103,7 @@ pub fn parse_media_id(id: &str) -> Result<Sha, ApiError> {
 
 impl ChatService {
     fn media_group_of(&self, sha: &Sha) -> Result<GroupId, ApiError> {
-        Ok(media_group(sha, self.data_groups()?))
+        self.group(&media_slot_id(sha))
     }
 
     /// Records an upload by `user` of a blob that is durable on its copies.

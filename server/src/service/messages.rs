@@ -7,6 +7,8 @@ use raftchat_raft::router::Consistency;
 use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
 use raftchat_storage::chat_store::MessageRecord;
+use raftchat_storage::message::MessageBytes;
+use raftchat_storage::message::MessageView;
 use uuid::Uuid;
 
 use super::ChatService;
@@ -29,6 +31,8 @@ pub struct Sent {
 }
 
 pub const KINDS: [&str; 4] = ["text", "image", "video", "file"];
+/// Longest message type the core API takes.
+pub const KIND_MAX: usize = 32;
 
 impl ChatService {
     pub async fn send(
@@ -73,15 +77,7 @@ impl ChatService {
             }
             _ => text,
         };
-        let cmd = ChatCommand::Append {
-            chat,
-            sender: me,
-            client_msg_id: client_msg_id.clone(),
-            message_id: Uuid::new_v4(),
-            ts_ms: super::now_ms(),
-            kind: kind.to_string(),
-            body,
-        };
+        let cmd = self.append_command(chat, me, &client_msg_id, kind, &body)?;
         #[cfg(feature = "unsafe-knobs")]
         let cmd = match self.unsafe_plan(chat, cmd).await? {
             super::unsafe_send::Plan::Commit(cmd) => cmd,
@@ -96,6 +92,44 @@ impl ChatService {
             }
             other => Err(super::unexpected(other)),
         }
+    }
+
+    /// The command that appends a message to `chat`: its fields checked, stamped with a message
+    /// id and this gateway's time (apply never reads a clock), and encoded once, here; the
+    /// same bytes are replicated, stored and delivered. Both the chat API and the core API
+    /// append through it.
+    pub fn append_command(
+        &self,
+        chat: Uuid,
+        sender: Uuid,
+        client_msg_id: &str,
+        kind: &str,
+        body: &str,
+    ) -> Result<ChatCommand, ApiError> {
+        if body.len() > self.config.max_text_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("message is {} bytes; the limit is {}", body.len(), self.config.max_text_bytes),
+            ));
+        }
+        if client_msg_id.is_empty() || client_msg_id.len() > raftchat_raft::command::CLIENT_MSG_ID_MAX {
+            return Err(ApiError::bad_request("clientMsgId must be 1 to 128 bytes"));
+        }
+        if kind.is_empty() || kind.len() > KIND_MAX {
+            return Err(ApiError::bad_request(format!("type must be 1 to {KIND_MAX} bytes")));
+        }
+        let view = MessageView {
+            sender,
+            message_id: Uuid::new_v4(),
+            ts_ms: super::now_ms(),
+            client_msg_id,
+            kind,
+            body,
+        };
+        let message = MessageBytes::encode(&view)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding: {e}")))?;
+        Ok(ChatCommand::Append { chat, message, dedup_window_ms: self.config.dedup_window_ms })
     }
 
     /// Messages of `chat` for a member: `after` (oldest first) or `before` (newest first).

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use raftchat_raft::command::ChatCommand;
 use raftchat_raft::command::CommandOutcome;
-use raftchat_raft::meta::group_of;
 use raftchat_raft::node::Node;
 use raftchat_raft::router::Consistency;
 use raftchat_raft::router::Router as GroupRouter;
@@ -40,6 +39,8 @@ use crate::http::error::ApiError;
 pub struct ServiceConfig {
     pub max_text_bytes: usize,
     pub token_ttl_ms: u64,
+    /// How long a clientMsgId answers with its original message (rides in each append).
+    pub dedup_window_ms: u64,
 }
 
 #[derive(Clone)]
@@ -88,9 +89,12 @@ impl ChatService {
             .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))
     }
 
-    /// The group of a chat, or of a user's home (both are ids hashed the same way).
+    /// The group of a chat, or of a user's home (both are ids hashed the same way), from the
+    /// layout's slot table (read in place, not cloned).
     pub fn group(&self, id: &Uuid) -> Result<GroupId, ApiError> {
-        Ok(group_of(id, self.data_groups()?))
+        self.node
+            .group_of(id)
+            .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "cluster not initialized"))
     }
 
     /// Commits a command in `group`; refusals become API errors.

@@ -50,18 +50,16 @@ impl ChatService {
         if !ack_early {
             return Ok(Plan::Commit(cmd));
         }
-        let (message_id, ts_ms, client_msg_id) = match &cmd {
-            ChatCommand::Append { message_id, ts_ms, client_msg_id, .. } => {
-                (*message_id, *ts_ms, client_msg_id.clone())
-            }
+        let message = match &cmd {
+            ChatCommand::Append { message, .. } => message,
             ChatCommand::AppendAt { append, .. } => match append.as_ref() {
-                ChatCommand::Append { message_id, ts_ms, client_msg_id, .. } => {
-                    (*message_id, *ts_ms, client_msg_id.clone())
-                }
+                ChatCommand::Append { message, .. } => message,
                 other => return Err(super::unexpected(other)),
             },
             other => return Err(super::unexpected(other)),
         };
+        let v = message.view().map_err(super::unexpected)?;
+        let (message_id, ts_ms, client_msg_id) = (v.message_id, v.ts_ms, v.client_msg_id.to_string());
         let svc = self.clone();
         tokio::spawn(async move {
             if let Err(e) = svc.write(group, cmd).await {

@@ -405,12 +405,13 @@ impl Writer {
     async fn deliver(&mut self, d: Delivery) -> Result<(), String> {
         match d {
             Delivery::Event(e) => match e.as_ref() {
-                Applied::Message { chat, message } => {
+                Applied::Message { chat, seq, message } => {
                     let Some(&next) = self.next.get(chat) else { return Ok(()) };
-                    if message.seq > next {
-                        self.catch_up(*chat, Some(message.seq - 1)).await?;
+                    if *seq > next {
+                        self.catch_up(*chat, Some(seq - 1)).await?;
                     }
-                    self.push(*chat, message.clone()).await
+                    let record = message.record(*seq).map_err(|e| format!("undecodable message: {e}"))?;
+                    self.push(*chat, record).await
                 }
                 Applied::Receipt { chat, user, delivered, read } => {
                     if !self.next.contains_key(chat) {

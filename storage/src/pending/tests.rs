@@ -38,7 +38,8 @@ fn open() -> (tempfile::TempDir, sled::Db, sled::Tree, Shared) {
     let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
     let journal = db.open_tree("journal").unwrap();
     let tree = db.open_tree("g").unwrap();
-    (dir, db, journal, Shared::new(1, tree))
+    let store = MessageStore::open(&dir.path().join("messages"), Default::default(), 1 << 20).unwrap();
+    (dir, db, journal, Shared::new(1, tree, store))
 }
 
 #[test]
@@ -131,6 +132,17 @@ fn merge_asks_for_a_flush_at_the_limits() {
 }
 
 #[test]
+fn a_key_rewritten_by_every_apply_takes_its_room_once() {
+    let (_dir, _db, _journal, live) = open();
+    for i in 0..10_000u32 {
+        let mut set = WriteSet::default();
+        set.insert(b"A".to_vec(), vec![0; 200]);
+        set.insert(b"c1".to_vec(), i.to_le_bytes().to_vec());
+        assert!(!live.merge(set), "apply {i} asked for a flush");
+    }
+}
+
+#[test]
 fn replacing_the_generation_drops_its_pending_writes() {
     let (_dir, db, journal, live) = open();
     let mut set = WriteSet::default();
@@ -139,7 +151,8 @@ fn replacing_the_generation_drops_its_pending_writes() {
     let fresh = db.open_tree("g2").unwrap();
     fresh.insert(b"k", b"installed".as_slice()).unwrap();
     live.wait_for_flush().unwrap();
-    let old_gen = live.replace(2, fresh);
+    let store = live.read().store.clone();
+    let old_gen = live.replace(2, fresh, store);
     assert_eq!(old_gen, 1);
     assert_eq!(live.get(b"k").unwrap(), Some(b"installed".to_vec()));
     live.flush(&journal, 1).unwrap();
@@ -163,7 +176,8 @@ fn the_clean_map_is_bounded_and_dropped_with_its_generation() {
     // A new generation holds other values: nothing of the old one may answer for it.
     let fresh = db.open_tree("g2").unwrap();
     fresh.insert(&k, b"installed".as_slice()).unwrap();
-    live.replace(2, fresh);
+    let store = live.read().store.clone();
+    live.replace(2, fresh, store);
     assert_eq!(live.clean_len(), 0);
     assert_eq!(live.get(&k).unwrap(), Some(b"installed".to_vec()));
     assert_eq!(live.get_for_writer(&k).unwrap(), Some(b"installed".to_vec()));
@@ -174,58 +188,4 @@ fn prefix_end_bounds() {
     assert_eq!(prefix_end(b"ab"), Bound::Excluded(b"ac".to_vec()));
     assert_eq!(prefix_end(&[b'a', 0xff]), Bound::Excluded(b"b".to_vec()));
     assert_eq!(prefix_end(&[0xff, 0xff]), Bound::Unbounded);
-}
-
-fn dedup(i: u64) -> Vec<u8> {
-    let mut k = vec![crate::chat_store::PREFIX_DEDUP];
-    k.extend_from_slice(&i.to_be_bytes());
-    k
-}
-
-/// Waits, with a deadline, until the scanner has completed the filter of `live`.
-fn wait_scanned(live: &Shared, probe: &[u8]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !live.read().dedup.surely_absent(probe) {
-        assert!(std::time::Instant::now() < deadline, "the dedup scan never completed");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-#[test]
-fn the_dedup_filter_knows_old_keys_new_keys_and_starts_over_with_a_generation() {
-    let (_dir, db, journal, live) = open();
-    // Keys already in the tree when the generation went live: only the scan can know them.
-    let tree = live.read().tree.clone();
-    for i in 0..10_000 {
-        tree.insert(dedup(i), vec![1]).unwrap();
-    }
-    let scanner = crate::dedup_filter::Scanner::start();
-    scanner.scan(live.arc(), 1);
-    wait_scanned(&live, &dedup(1_000_000));
-    for i in 0..10_000 {
-        assert!(!live.dedup_surely_absent(&dedup(i)), "old key {i}");
-    }
-    // Keys merged later, flushed or not.
-    let mut set = WriteSet::default();
-    for i in 10_000..12_000 {
-        set.insert(dedup(i), vec![1]);
-    }
-    live.merge(set);
-    for i in 10_000..12_000 {
-        assert!(!live.dedup_surely_absent(&dedup(i)), "pending key {i}");
-    }
-    live.flush(&journal, 1).unwrap();
-    for i in 10_000..12_000 {
-        assert!(!live.dedup_surely_absent(&dedup(i)), "flushed key {i}");
-    }
-    let absent = (20_000..30_000).filter(|i| live.dedup_surely_absent(&dedup(*i))).count();
-    assert!(absent > 9_900, "only {absent} of 10,000 new keys are surely absent");
-    // A new generation (snapshot install) answers nothing until its own tree is scanned.
-    let fresh = db.open_tree("g2").unwrap();
-    fresh.insert(dedup(50_000), vec![1]).unwrap();
-    live.replace(2, fresh);
-    assert!(!live.dedup_surely_absent(&dedup(25_000)), "an unscanned filter answers nothing");
-    scanner.scan(live.arc(), 2);
-    wait_scanned(&live, &dedup(1_000_000));
-    assert!(!live.dedup_surely_absent(&dedup(50_000)), "the installed key");
 }
