@@ -3,18 +3,23 @@
 //! Each group has one batcher task. It takes every waiting proposal (up to `batch_max`) into one
 //! `Request::Chat` entry and proposes it; up to `in_flight_max` entries of a group are in flight
 //! at once. While they replicate, new proposals queue up and form the next, larger batch: the cost
-//! of a Raft round and an fsync per message falls as load rises.
+//! of a Raft round and an fsync per message falls as load rises. The entries in flight are
+//! futures polled by the batcher task itself, not a task each.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError as OpenRaftError;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
 use tokio::sync::watch;
-use tokio::sync::Semaphore;
 
-use crate::command::ChatCommand;
+use crate::batch::CommandBatch;
+use crate::batch::EncodedCommand;
 use crate::command::CommandOutcome;
 use crate::rpc::AppError;
 use crate::types::GroupId;
@@ -25,88 +30,106 @@ use crate::types::Response;
 
 type Reply = oneshot::Sender<Result<CommandOutcome, AppError>>;
 
+/// What a node's batchers proposed, for the metrics (commands per entry).
+#[derive(Debug, Default)]
+pub struct ProposalStats {
+    pub entries: AtomicU64,
+    pub commands: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<(ChatCommand, Reply)>,
+    tx: mpsc::Sender<(EncodedCommand, Reply)>,
     /// Commands accepted for proposal since start.
-    proposed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    proposed: Arc<AtomicU64>,
 }
 
 impl Batcher {
     pub fn spawn(
         raft: Raft,
         group: GroupId,
-        queue_len: usize,
-        batch_max: usize,
-        in_flight_max: usize,
+        limits: (usize, usize, usize),
+        stats: Arc<ProposalStats>,
         shutdown: watch::Receiver<bool>,
     ) -> Batcher {
+        let (queue_len, batch_max, in_flight_max) = limits;
         let (tx, rx) = mpsc::channel(queue_len);
         let span = tracing::info_span!("group", group);
-        tokio::spawn(tracing::Instrument::instrument(run(raft, group, rx, batch_max, in_flight_max, shutdown), span));
+        let job = run(raft, group, rx, batch_max, in_flight_max.max(1), stats, shutdown);
+        tokio::spawn(tracing::Instrument::instrument(job, span));
         Batcher { tx, proposed: Default::default() }
     }
 
     /// Proposes `cmd`; resolves once it is applied (or surely failed, or may have applied).
-    pub async fn propose(&self, cmd: ChatCommand) -> Result<CommandOutcome, AppError> {
+    pub async fn propose(&self, cmd: EncodedCommand) -> Result<CommandOutcome, AppError> {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send((cmd, tx)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => AppError::Overloaded("proposal queue is full".into()),
             mpsc::error::TrySendError::Closed(_) => AppError::Unavailable("group is shutting down".into()),
         })?;
-        self.proposed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.proposed.fetch_add(1, Ordering::Relaxed);
         rx.await.map_err(|_| AppError::Unknown("proposal dropped while in flight".into()))?
     }
 
     /// Commands accepted for proposal on this node since it started.
     pub fn proposed(&self) -> u64 {
-        self.proposed.load(std::sync::atomic::Ordering::Relaxed)
+        self.proposed.load(Ordering::Relaxed)
     }
 }
 
 async fn run(
     raft: Raft,
     group: GroupId,
-    mut rx: mpsc::Receiver<(ChatCommand, Reply)>,
+    mut rx: mpsc::Receiver<(EncodedCommand, Reply)>,
     batch_max: usize,
     in_flight_max: usize,
+    stats: Arc<ProposalStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(in_flight_max));
+    let mut in_flight = FuturesUnordered::new();
     let mut buf = Vec::with_capacity(batch_max);
+    let mut open = true;
     loop {
-        // Wait for a free slot first, so proposals keep piling into the next batch meanwhile.
-        let permit = tokio::select! {
+        tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let n = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
-            n = rx.recv_many(&mut buf, batch_max) => n,
-        };
-        if n == 0 {
-            return;
-        }
-        let (cmds, replies): (Vec<ChatCommand>, Vec<Reply>) = buf.drain(..).unzip();
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let res = raft.client_write(Request::Chat(cmds)).await;
-            drop(permit);
-            match res {
-                Ok(r) => match r.data {
-                    Response::Chat(outs) if outs.len() == replies.len() => {
-                        for (reply, out) in replies.into_iter().zip(outs) {
-                            let _ = reply.send(Ok(out));
-                        }
-                    }
-                    other => {
-                        tracing::error!(group, ?other, "batch response does not match the batch");
-                        fail_all(replies, AppError::Unknown("mismatched batch response".into()));
-                    }
-                },
-                Err(e) => fail_all(replies, map_write_error(e)),
+            // Only with a free slot: meanwhile proposals keep piling into the next batch.
+            n = rx.recv_many(&mut buf, batch_max), if open && in_flight.len() < in_flight_max => {
+                if n == 0 {
+                    open = false;
+                    continue;
+                }
+                let (cmds, replies): (Vec<EncodedCommand>, Vec<Reply>) = buf.drain(..).unzip();
+                stats.entries.fetch_add(1, Ordering::Relaxed);
+                stats.commands.fetch_add(cmds.len() as u64, Ordering::Relaxed);
+                let raft = raft.clone();
+                in_flight.push(async move {
+                    let res = raft.client_write(Request::Chat(CommandBatch::of(&cmds))).await;
+                    (res, replies)
+                });
             }
-        });
+            Some((res, replies)) = in_flight.next(), if !in_flight.is_empty() => answer(group, res, replies),
+            else => return,
+        }
+    }
+}
+
+type WriteResult =
+    Result<openraft::raft::ClientWriteResponse<crate::types::TypeConfig>, OpenRaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>>;
+
+fn answer(group: GroupId, res: WriteResult, replies: Vec<Reply>) {
+    match res {
+        Ok(r) => match r.data {
+            Response::Chat(outs) if outs.len() == replies.len() => {
+                for (reply, out) in replies.into_iter().zip(outs) {
+                    let _ = reply.send(Ok(out));
+                }
+            }
+            other => {
+                tracing::error!(group, ?other, "batch response does not match the batch");
+                fail_all(replies, AppError::Unknown("mismatched batch response".into()));
+            }
+        },
+        Err(e) => fail_all(replies, map_write_error(e)),
     }
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`types`]: openraft's type configuration; the entry payload [`types::Request`].
 //! - [`command`]: chat commands and their outcomes (what clients ask for).
+//! - [`batch`]: commands encoded once at the gateway, and the batch of them a Raft entry carries.
 //! - [`apply`]: pure, deterministic apply of chat commands; per-chat seqs, dedup, receipts.
 //! - [`meta`]: the metadata group: nodes, placement of data groups, chat -> group hash.
 //! - [`events`]: recent committed events per group, polled locally or by other nodes.
@@ -30,6 +31,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod batch;
 pub mod batcher;
 pub mod command;
 pub mod config;

@@ -84,6 +84,8 @@ pub struct NodeInner {
     pub(crate) leadership: crate::leadership::LeadershipState,
     snapshots: Arc<crate::state_machine::SnapshotObserver>,
     snapshot_throttle: Arc<crate::throttle::Throttle>,
+    /// Entries and commands this node's batchers proposed.
+    proposals: Arc<crate::batcher::ProposalStats>,
 }
 
 /// A running node. Cheap to clone.
@@ -169,6 +171,7 @@ impl Node {
             leadership: Default::default(),
             snapshots: Arc::new(std::sync::OnceLock::new()),
             snapshot_throttle,
+            proposals: Default::default(),
         });
         let node = Node { inner };
         tracing::info!(node = node.id(), raft_addr = %node.inner.raft_addr, pristine, "node starting");
@@ -272,6 +275,11 @@ impl Node {
         &self.inner.snapshots
     }
 
+    /// Entries and commands this node's batchers proposed since start.
+    pub fn proposal_stats(&self) -> &crate::batcher::ProposalStats {
+        &self.inner.proposals
+    }
+
     pub fn wal_stats(&self) -> &raftchat_storage::wal::FlushStats {
         self.inner.engine.stats()
     }
@@ -319,14 +327,8 @@ impl Node {
             .await
             .map_err(|e| RaftError::Group { group: g, reason: e.to_string() })?;
         let c = &inner.config;
-        let batcher = Batcher::spawn(
-            raft.clone(),
-            g,
-            c.proposal_queue_len,
-            c.batch_max,
-            c.batches_in_flight_max,
-            inner.shutdown.clone(),
-        );
+        let limits = (c.proposal_queue_len, c.batch_max, c.batches_in_flight_max);
+        let batcher = Batcher::spawn(raft.clone(), g, limits, inner.proposals.clone(), inner.shutdown.clone());
         let handle = Arc::new(GroupHandle { id: g, raft, state, batcher });
         inner.groups.write().unwrap_or_else(|e| e.into_inner()).insert(g, handle.clone());
         tracing::debug!(group = g, "group started");
@@ -383,12 +385,21 @@ impl Node {
             self.inner.pool.check_removed(from, false, epoch);
             return RpcResponse::Changed(Ok(()));
         }
+        if let RpcRequest::WriteBatch(items) = req {
+            let proposals = items.into_iter().map(|(g, cmd)| async move {
+                match self.group(g) {
+                    Some(h) => self.propose_local(&h, cmd).await,
+                    None => Err(AppError::GroupNotHosted),
+                }
+            });
+            return RpcResponse::WriteBatch(futures::future::join_all(proposals).await);
+        }
         let Some(g) = self.group(group) else { return RpcResponse::GroupNotHosted };
         match req {
             RpcRequest::Append(r) => RpcResponse::Append(g.raft.append_entries(r).await),
             RpcRequest::Vote(r) => RpcResponse::Vote(g.raft.vote(r).await),
             RpcRequest::Snapshot(r) => RpcResponse::Snapshot(g.raft.install_snapshot(r).await),
-            RpcRequest::Write(cmd) => RpcResponse::Write(self.propose_local(&g, cmd).await),
+            RpcRequest::WriteBatch(_) => RpcResponse::WriteBatch(Vec::new()),
             RpcRequest::MetaWrite(cmd) => RpcResponse::MetaWrite(self.meta_write_local(&g, cmd).await),
             RpcRequest::Read { query, linearizable } => {
                 RpcResponse::Read(crate::router::read_local(&g, &query, linearizable, self.id()).await)
@@ -421,7 +432,7 @@ impl Node {
     pub(crate) async fn propose_local(
         &self,
         g: &GroupHandle,
-        cmd: crate::command::ChatCommand,
+        cmd: crate::batch::EncodedCommand,
     ) -> Result<crate::command::CommandOutcome, AppError> {
         match g.leader() {
             Some(l) if l == self.id() && self.refusing(g.id) => {

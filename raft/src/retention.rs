@@ -93,7 +93,10 @@ impl Node {
                     for _ in 0..TRIMS_PER_CHAT {
                         let oldest = h.state.oldest_messages(chat, TRIM_MAX).map_err(storage)?;
                         let Some(through) = trim_point(header.next_seq, &oldest, &policy, now_ms) else { break };
-                        match self.propose_local(&h, ChatCommand::Trim { chat: *chat, through_seq: through }).await? {
+                        let trim = ChatCommand::Trim { chat: *chat, through_seq: through };
+                        let trim = crate::batch::EncodedCommand::encode(&trim)
+                            .map_err(|e| AppError::Unavailable(format!("encoding a trim: {e}")))?;
+                        match self.propose_local(&h, trim).await? {
                             CommandOutcome::Trimmed { removed, .. } => {
                                 removed_here += u64::from(removed);
                                 if (removed as usize) < TRIM_MAX {

@@ -5,13 +5,23 @@
 //! Writes are retried across leader changes until the deadline; commands are idempotent (apply
 //! deduplicates on the client message id), so a retry never makes a second message. A write
 //! whose fate is unknown is reported as [`AppError::Unknown`], never as failed.
+//!
+//! A command is encoded once, here; writes for another node go through that node's forwarder
+//! (one task per peer), which sends every command waiting for the peer in one `WriteBatch` RPC
+//! and keeps a few such RPCs in flight: under load one RPC carries many commands, and an idle
+//! gateway adds no wait.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
+use crate::batch::EncodedCommand;
 use crate::command::ChatCommand;
 use crate::command::CommandOutcome;
 use crate::node::GroupHandle;
@@ -28,9 +38,19 @@ use crate::types::NodeId;
 /// Deadline of one forwarded call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Commands queued for one peer's forwarder at most.
+const FORWARD_QUEUE: usize = 16_384;
+/// Commands in one forwarded batch at most.
+const FORWARD_BATCH_MAX: usize = 1024;
+/// Batches in flight to one peer at most.
+const FORWARD_IN_FLIGHT: usize = 8;
+
+type Forward = (GroupId, EncodedCommand, oneshot::Sender<Result<CommandOutcome, AppError>>);
+
 pub struct Router {
     node: Node,
     leaders: Mutex<HashMap<GroupId, NodeId>>,
+    forwarders: Mutex<HashMap<NodeId, mpsc::Sender<Forward>>>,
 }
 
 /// Why routed work gave up.
@@ -52,7 +72,7 @@ pub enum Consistency {
 
 impl Router {
     pub fn new(node: Node) -> Self {
-        Router { node, leaders: Mutex::new(HashMap::new()) }
+        Router { node, leaders: Mutex::new(HashMap::new()), forwarders: Mutex::new(HashMap::new()) }
     }
 
     pub fn node(&self) -> &Node {
@@ -89,6 +109,7 @@ impl Router {
 
     /// Commits `cmd` in group `g` and returns its outcome.
     pub async fn write(&self, g: GroupId, cmd: ChatCommand) -> Result<CommandOutcome, AppError> {
+        let cmd = EncodedCommand::encode(&cmd).map_err(|e| AppError::Unavailable(format!("encoding: {e}")))?;
         let me = self.node.id();
         let res = self
             .with_leader(g, true, |target| {
@@ -100,11 +121,7 @@ impl Router {
                             None => Err(AppError::GroupNotHosted),
                         }
                     } else {
-                        match self.call(target, g, RpcRequest::Write(cmd)).await? {
-                            RpcResponse::Write(w) => w,
-                            RpcResponse::GroupNotHosted => Err(AppError::GroupNotHosted),
-                            _ => Err(AppError::Unknown("unexpected response".into())),
-                        }
+                        self.forward(target, g, cmd).await
                     }
                 }
             })
@@ -214,11 +231,27 @@ impl Router {
     }
 
     async fn call(&self, target: NodeId, g: GroupId, req: RpcRequest) -> Result<RpcResponse, AppError> {
-        self.node.pool().call(target, g, req, CALL_TIMEOUT).await.map_err(|e| match e {
-            CallError::Unreachable => AppError::Unavailable(format!("node {target} unreachable")),
-            CallError::Timeout => AppError::Unknown(format!("node {target} did not answer in time")),
-            CallError::Encode(m) => AppError::Unavailable(m),
-        })
+        call(&self.node, target, g, req).await
+    }
+
+    /// Sends `cmd` for group `g` to `target` through that peer's forwarder.
+    async fn forward(&self, target: NodeId, g: GroupId, cmd: EncodedCommand) -> Result<CommandOutcome, AppError> {
+        let tx = {
+            let mut map = self.forwarders.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(target)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(FORWARD_QUEUE);
+                    tokio::spawn(forward_loop(self.node.clone(), target, rx));
+                    tx
+                })
+                .clone()
+        };
+        let (reply, answer) = oneshot::channel();
+        tx.try_send((g, cmd, reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AppError::Overloaded(format!("forwarding queue to node {target} is full")),
+            mpsc::error::TrySendError::Closed(_) => AppError::Unavailable("node is shutting down".into()),
+        })?;
+        answer.await.map_err(|_| AppError::Unknown("forwarder stopped".into()))?
     }
 
     /// Updates routing from an error; returns whether to try again.
@@ -248,6 +281,60 @@ impl Router {
             }
             AppError::Overloaded(_) | AppError::NoSuchChat => false,
         }
+    }
+}
+
+async fn call(node: &Node, target: NodeId, g: GroupId, req: RpcRequest) -> Result<RpcResponse, AppError> {
+    node.pool().call(target, g, req, CALL_TIMEOUT).await.map_err(|e| match e {
+        CallError::Unreachable => AppError::Unavailable(format!("node {target} unreachable")),
+        CallError::Timeout => AppError::Unknown(format!("node {target} did not answer in time")),
+        CallError::Encode(m) => AppError::Unavailable(m),
+    })
+}
+
+/// One peer's forwarder: every command waiting goes in one `WriteBatch`; a few batches fly at
+/// once. Ends at shutdown, dropping what waits (its callers see `Unknown`, as for any lost RPC).
+async fn forward_loop(node: Node, target: NodeId, mut rx: mpsc::Receiver<Forward>) {
+    let mut shutdown = node.inner.shutdown.clone();
+    let mut in_flight = FuturesUnordered::new();
+    let mut buf = Vec::with_capacity(FORWARD_BATCH_MAX);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            n = rx.recv_many(&mut buf, FORWARD_BATCH_MAX), if open && in_flight.len() < FORWARD_IN_FLIGHT => {
+                if n == 0 {
+                    open = false;
+                    continue;
+                }
+                let mut items = Vec::with_capacity(n);
+                let mut replies = Vec::with_capacity(n);
+                for (g, cmd, reply) in buf.drain(..) {
+                    items.push((g, cmd));
+                    replies.push(reply);
+                }
+                let node = node.clone();
+                in_flight.push(async move { (call(&node, target, 0, RpcRequest::WriteBatch(items)).await, replies) });
+            }
+            Some((res, replies)) = in_flight.next(), if !in_flight.is_empty() => {
+                match res {
+                    Ok(RpcResponse::WriteBatch(outs)) if outs.len() == replies.len() => {
+                        for (reply, out) in replies.into_iter().zip(outs) {
+                            let _ = reply.send(out);
+                        }
+                    }
+                    Ok(_) => fail_all(replies, AppError::Unknown("unexpected response to a forwarded batch".into())),
+                    Err(e) => fail_all(replies, e),
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+fn fail_all(replies: Vec<oneshot::Sender<Result<CommandOutcome, AppError>>>, e: AppError) {
+    for r in replies {
+        let _ = r.send(Err(e.clone()));
     }
 }
 

@@ -13,11 +13,12 @@ use raftchat_storage::chat_store::MessageRecord;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::command::ChatCommand;
+use crate::batch::EncodedCommand;
 use crate::command::ChatId;
 use crate::command::CommandOutcome;
 use crate::command::UserId;
 use crate::meta::MetaCommand;
+use crate::types::GroupId;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
 
@@ -28,8 +29,9 @@ pub enum RpcRequest {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A chat command for the group's leader.
-    Write(ChatCommand),
+    /// Chat commands for groups the receiver leads, forwarded together by a gateway (the
+    /// frame's group is ignored); answered in order.
+    WriteBatch(Vec<(GroupId, EncodedCommand)>),
     /// A change of the cluster layout, for the meta group's leader.
     MetaWrite(MetaCommand),
     /// A query; `linearizable` asks the leader to confirm its leadership first.
@@ -64,7 +66,7 @@ pub enum RpcResponse {
     Append(Result<AppendEntriesResponse<NodeId>, RaftRpcError>),
     Vote(Result<VoteResponse<NodeId>, RaftRpcError>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftRpcError<InstallSnapshotError>>),
-    Write(Result<CommandOutcome, AppError>),
+    WriteBatch(Vec<Result<CommandOutcome, AppError>>),
     MetaWrite(Result<(), AppError>),
     Read(Result<ReadResult, AppError>),
     Events(crate::events::EventBatch),

@@ -125,7 +125,8 @@ impl GroupStateMachine {
                     self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
                     Response::None
                 }
-                EntryPayload::Normal(Request::Chat(cmds)) => {
+                EntryPayload::Normal(Request::Chat(batch)) => {
+                    let cmds = batch.commands().map_err(|e| StorageError::codec("command batch", e))?;
                     let mut outs = Vec::with_capacity(cmds.len());
                     for cmd in &cmds {
                         let (out, ev) = crate::apply::apply(&mut w, cmd)?;

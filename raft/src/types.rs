@@ -4,7 +4,7 @@ use openraft::BasicNode;
 use serde::Deserialize;
 use serde::Serialize;
 
-use crate::command::ChatCommand;
+use crate::batch::CommandBatch;
 use crate::command::CommandOutcome;
 use crate::meta::MetaCommand;
 
@@ -31,8 +31,8 @@ pub type Entry = openraft::Entry<TypeConfig>;
 /// The payload of one Raft entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Many chat commands proposed together (proposal batching).
-    Chat(Vec<ChatCommand>),
+    /// Many chat commands proposed together (proposal batching), as encoded at their gateways.
+    Chat(CommandBatch),
     Meta(MetaCommand),
 }
 

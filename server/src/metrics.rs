@@ -4,6 +4,7 @@
 //! counted by a sampler every 250 ms; latencies are histograms with buckets (not summaries), so
 //! they aggregate across nodes. No label carries a user or chat id.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ pub struct Metrics {
     replication_lag: Family<LagLabel, Gauge>,
     pub leader_changes: Family<GroupLabel, Counter>,
     pub proposals: Family<GroupLabel, Counter>,
+    /// Raft entries and chat commands this node's batchers proposed (commands per entry).
+    pub proposed_entries: Counter,
+    pub proposed_commands: Counter,
     pub fsync_duration: Histogram,
     pub snapshot_build: Histogram,
     pub snapshot_install: Histogram,
@@ -74,6 +78,8 @@ impl Metrics {
             replication_lag: Family::default(),
             leader_changes: Family::default(),
             proposals: Family::default(),
+            proposed_entries: Counter::default(),
+            proposed_commands: Counter::default(),
             fsync_duration: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             snapshot_build: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             snapshot_install: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -119,6 +125,16 @@ impl Metrics {
             "raftchat_raft_proposals",
             "Chat commands this node proposed as the group's leader",
             m.proposals.clone(),
+        );
+        r.register(
+            "raftchat_proposed_entries",
+            "Raft entries of chat commands this node proposed as a leader",
+            m.proposed_entries.clone(),
+        );
+        r.register(
+            "raftchat_proposed_commands",
+            "Chat commands in those entries (commands per entry = this / entries)",
+            m.proposed_commands.clone(),
         );
         r.register("raftchat_wal_fsync_duration_seconds", "Duration of each WAL fsync round", m.fsync_duration.clone());
         r.register(
@@ -229,6 +245,10 @@ impl Metrics {
                 }
             }
         }
+        let p = node.proposal_stats();
+        let (entries, commands) = (p.entries.load(Ordering::Relaxed), p.commands.load(Ordering::Relaxed));
+        self.proposed_entries.inc_by(entries.saturating_sub(self.proposed_entries.get()));
+        self.proposed_commands.inc_by(commands.saturating_sub(self.proposed_commands.get()));
         let (wal, state, messages) = node.disk_bytes();
         self.wal_bytes.set(wal as i64);
         self.state_bytes.set(state as i64);

@@ -241,7 +241,7 @@ pub fn capture(state: &GroupState) -> Result<Capture, StorageError> {
         mutable.push((k, v));
     }
     let store = state.messages_store();
-    let cut = store.cut(&|c| floors.get(c).copied().unwrap_or(u64::MAX));
+    let cut = store.cut(&|c| floors.get(c).copied().unwrap_or(u64::MAX))?;
     Ok(Capture { state: state.clone(), mutable, floors, cut, applied })
 }
 

@@ -12,9 +12,13 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::OnceLock;
+
+use axum::extract::ws::Utf8Bytes;
 
 use raftchat_raft::apply::Applied;
 use raftchat_raft::types::GroupId;
+use raftchat_storage::message::MessageBytes;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -24,10 +28,27 @@ use crate::service::ChatService;
 
 pub type ConnId = u64;
 
+/// A committed message, shared by every connection of this node that receives it: its frame
+/// is serialized once, by the first connection that sends it.
+#[derive(Debug)]
+pub struct MessageOut {
+    pub chat: Uuid,
+    pub seq: u64,
+    pub message: MessageBytes,
+    pub frame: OnceLock<Utf8Bytes>,
+}
+
 /// What a connection is told.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Event(Arc<Applied>),
+    Message(Arc<MessageOut>),
+    /// A member's watermarks moved.
+    Receipt {
+        chat: Uuid,
+        user: Uuid,
+        delivered: u64,
+        read: u64,
+    },
     /// Events of this chat may have been missed: re-read its history from where you are.
     Resync(Uuid),
     /// The user joined (`true`) or left a chat.
@@ -244,21 +265,30 @@ impl Hub {
         let mut st = self.lock();
         let mut dropped = Vec::new();
         for e in events {
-            match &e {
-                Applied::Message { chat, .. } | Applied::Receipt { chat, .. } => {
-                    let targets: Vec<ConnId> =
-                        st.by_chat.get(chat).map(|s| s.iter().copied().collect()).unwrap_or_default();
-                    let e = Arc::new(e.clone());
+            match e {
+                Applied::Message { chat, seq, message } => {
+                    let Some(targets) = st.by_chat.get(&chat).map(|s| s.iter().copied().collect::<Vec<ConnId>>())
+                    else {
+                        continue;
+                    };
+                    let out = Arc::new(MessageOut { chat, seq, message, frame: OnceLock::new() });
                     for c in targets {
-                        Self::send(&mut st, c, Delivery::Event(e.clone()), &mut dropped);
+                        Self::send(&mut st, c, Delivery::Message(out.clone()), &mut dropped);
+                    }
+                }
+                Applied::Receipt { chat, user, delivered, read } => {
+                    let targets: Vec<ConnId> =
+                        st.by_chat.get(&chat).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                    for c in targets {
+                        Self::send(&mut st, c, Delivery::Receipt { chat, user, delivered, read }, &mut dropped);
                     }
                 }
                 Applied::Key { key, present } => {
-                    if let Some((user, chat)) = parse_index_key(key) {
+                    if let Some((user, chat)) = parse_index_key(&key) {
                         let targets: Vec<ConnId> =
                             st.by_user.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default();
                         for c in targets {
-                            Self::send(&mut st, c, Delivery::Membership(chat, *present), &mut dropped);
+                            Self::send(&mut st, c, Delivery::Membership(chat, present), &mut dropped);
                         }
                     }
                 }

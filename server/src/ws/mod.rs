@@ -1,10 +1,12 @@
 //! The WebSocket endpoint `/ws?token=...` (the brief's `?userId=...&token=...` too).
 //!
 //! - [`frames`]: client and server frames; the only place socket text is parsed.
-//! - [`connection`]: one actor per socket: a reader task and a delivery/writer loop.
+//! - [`connection`]: one task per socket: the client's requests and the deliveries.
+//! - [`writer`]: what a connection delivered, catch-up from history, and its buffered writes.
 
 pub mod connection;
 pub mod frames;
+pub mod writer;
 
 use std::sync::Arc;
 

@@ -56,7 +56,12 @@ impl MessageStore {
     }
 
     /// The files a snapshot of the store as it is now consists of. Call it between applies.
-    pub fn cut(&self, floor: &dyn Fn(&ChatId) -> u64) -> StoreCut {
+    /// An active segment of at least a quarter of the segment size is sealed first, so that the
+    /// snapshot links it rather than copying it.
+    pub fn cut(&self, floor: &dyn Fn(&ChatId) -> u64) -> Result<StoreCut, StorageError> {
+        if self.position().offset >= self.0.segment_bytes / 4 {
+            self.rotate()?;
+        }
         let live = self.live_segments(floor);
         let inner = self.read_inner();
         let active = inner.segments.get(&inner.active).and_then(|s| s.file.clone().map(|f| (inner.active, f, s.len)));
@@ -67,7 +72,7 @@ impl MessageStore {
             .map(|(id, s)| (*id, s.file.is_some() && live.contains(id)))
             .collect();
         let pos = StorePos { segment: inner.active, offset: active.as_ref().map_or(0, |a| a.2) };
-        StoreCut { pos, sealed, active }
+        Ok(StoreCut { pos, sealed, active })
     }
 }
 
