@@ -7,9 +7,9 @@
 use raftchat_storage::chat_store::ChatHeader;
 use raftchat_storage::chat_store::Member;
 use raftchat_storage::chat_store::RestoreRecord;
-use raftchat_storage::message::MessageBytes;
 use raftchat_storage::chat_store::Role;
 use raftchat_storage::chat_store::StateWriter;
+use raftchat_storage::message::MessageBytes;
 use raftchat_storage::unsafe_knobs;
 use raftchat_storage::unsafe_knobs::Knob;
 use raftchat_storage::StorageError;
@@ -31,10 +31,24 @@ pub const NOTIFY_KEY_PREFIX: &[u8] = b"uc/";
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Applied {
     /// A new message: its seq and its bytes as the gateway encoded them.
-    Message { chat: uuid::Uuid, seq: u64, message: MessageBytes },
-    Receipt { chat: uuid::Uuid, user: uuid::Uuid, delivered: u64, read: u64 },
-    Members { chat: uuid::Uuid },
-    Key { key: Vec<u8>, present: bool },
+    Message {
+        chat: uuid::Uuid,
+        seq: u64,
+        message: MessageBytes,
+    },
+    Receipt {
+        chat: uuid::Uuid,
+        user: uuid::Uuid,
+        delivered: u64,
+        read: u64,
+    },
+    Members {
+        chat: uuid::Uuid,
+    },
+    Key {
+        key: Vec<u8>,
+        present: bool,
+    },
 }
 
 fn reject(r: Rejection) -> Result<(CommandOutcome, Option<Applied>), StorageError> {
@@ -220,8 +234,13 @@ fn append(
     if !v.client_msg_id.is_empty() && !unsafe_knobs::on(Knob::NoDedup) {
         if let Some(o) = w.find_original(chat, &v.sender, v.client_msg_id, v.ts_ms, *dedup_window_ms)? {
             // The original message decides seq, id and timestamp of the answer.
-            let outcome =
-                CommandOutcome::Appended { chat: *chat, seq: o.seq, message_id: o.message_id, ts_ms: o.ts_ms, duplicate: true };
+            let outcome = CommandOutcome::Appended {
+                chat: *chat,
+                seq: o.seq,
+                message_id: o.message_id,
+                ts_ms: o.ts_ms,
+                duplicate: true,
+            };
             return Ok((outcome, None));
         }
     }

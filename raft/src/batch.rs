@@ -142,10 +142,14 @@ mod tests {
             kind: "text",
             body: "hello",
         };
-        let append =
-            ChatCommand::Append { chat: Uuid::new_v4(), message: MessageBytes::encode(&view).unwrap(), dedup_window_ms: 9 };
+        let append = ChatCommand::Append {
+            chat: Uuid::new_v4(),
+            message: MessageBytes::encode(&view).unwrap(),
+            dedup_window_ms: 9,
+        };
         let receipt = ChatCommand::Receipt { chat: Uuid::new_v4(), user: Uuid::new_v4(), delivered: 3, read: 2 };
-        let encoded: Vec<EncodedCommand> = [&append, &receipt].iter().map(|c| EncodedCommand::encode(c).unwrap()).collect();
+        let encoded: Vec<EncodedCommand> =
+            [&append, &receipt].iter().map(|c| EncodedCommand::encode(c).unwrap()).collect();
         assert_eq!(encoded[0].decode().unwrap(), append);
         let batch = CommandBatch::of(&encoded);
         let back = batch.commands().unwrap();

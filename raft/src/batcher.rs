@@ -113,8 +113,10 @@ async fn run(
     }
 }
 
-type WriteResult =
-    Result<openraft::raft::ClientWriteResponse<crate::types::TypeConfig>, OpenRaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>>;
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+    OpenRaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>,
+>;
 
 fn answer(group: GroupId, res: WriteResult, replies: Vec<Reply>) {
     match res {

@@ -248,7 +248,9 @@ impl Router {
         };
         let (reply, answer) = oneshot::channel();
         tx.try_send((g, cmd, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => AppError::Overloaded(format!("forwarding queue to node {target} is full")),
+            mpsc::error::TrySendError::Full(_) => {
+                AppError::Overloaded(format!("forwarding queue to node {target} is full"))
+            }
             mpsc::error::TrySendError::Closed(_) => AppError::Unavailable("node is shutting down".into()),
         })?;
         answer.await.map_err(|_| AppError::Unknown("forwarder stopped".into()))?

@@ -201,9 +201,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             Err(mut stream) => {
                 let f = self.snapdir.receive_file().map_err(|e| snap_err(e, ErrorVerb::Write))?;
                 let mut out = tokio::fs::File::from_std(f);
-                tokio::io::copy(&mut stream, &mut out).await.map_err(|e| {
-                    snap_err(StorageError::Io { path: "snapshot".into(), source: e }, ErrorVerb::Write)
-                })?;
+                tokio::io::copy(&mut stream, &mut out)
+                    .await
+                    .map_err(|e| snap_err(StorageError::Io { path: "snapshot".into(), source: e }, ErrorVerb::Write))?;
                 out.into_std().await
             }
         };
@@ -235,7 +235,9 @@ async fn current_snapshot(dir: &SnapshotDir) -> Result<Option<Snapshot<TypeConfi
     let dir = dir.clone();
     let opened = tokio::task::spawn_blocking(move || dir.open_stream())
         .await
-        .map_err(|e| snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: e.to_string() }, ErrorVerb::Read))?
+        .map_err(|e| {
+            snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: e.to_string() }, ErrorVerb::Read)
+        })?
         .map_err(|e| snap_err(e, ErrorVerb::Read))?;
     Ok(opened.map(|(data, meta, _)| Snapshot { meta, snapshot: Box::new(data) }))
 }
@@ -270,7 +272,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             f(SnapshotEvent::Built, started.elapsed());
         }
         current_snapshot(&self.snapdir).await?.ok_or_else(|| {
-            snap_err(StorageError::Corrupt { path: "snapshot".into(), reason: "snapshot vanished".into() }, ErrorVerb::Read)
+            snap_err(
+                StorageError::Corrupt { path: "snapshot".into(), reason: "snapshot vanished".into() },
+                ErrorVerb::Read,
+            )
         })
     }
 }

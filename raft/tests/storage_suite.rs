@@ -17,8 +17,8 @@ impl StoreBuilder<TypeConfig, GroupLog<TypeConfig>, GroupStateMachine, tempfile:
     ) -> Result<(tempfile::TempDir, GroupLog<TypeConfig>, GroupStateMachine), openraft::StorageError<u64>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = LogEngine::open(&dir.path().join("wal"), 1 << 20).expect("wal");
-        let db = StateDb::open(&dir.path().join("state"), &dir.path().join("messages"), 1 << 20, 1 << 20)
-            .expect("state");
+        let db =
+            StateDb::open(&dir.path().join("state"), &dir.path().join("messages"), 1 << 20, 1 << 20).expect("state");
         let sm = GroupStateMachine::open(7, &db, &dir.path().join("snapshots"), Listeners::default()).expect("sm");
         Ok((dir, GroupLog::new(engine, 7), sm))
     }

@@ -308,7 +308,8 @@ pub fn read_backup(path: &Path) -> anyhow::Result<BackupFile> {
         let mut take = (&mut r).take(len);
         let mut n = 0u64;
         {
-            let mut items = StreamReader::new(Box::new(&mut take), path).map_err(|e| bad(format!("group {group}: {e}")))?;
+            let mut items =
+                StreamReader::new(Box::new(&mut take), path).map_err(|e| bad(format!("group {group}: {e}")))?;
             while items.next_item().map_err(|e| bad(format!("group {group}: {e}")))?.is_some() {
                 n += 1;
             }

@@ -161,8 +161,7 @@ impl SnapshotDir {
     /// A fresh temporary file to receive a snapshot stream into.
     pub fn receive_file(&self) -> Result<File, StorageError> {
         let path = self.dir.join(format!("recv-{}.tmp", uuid::Uuid::new_v4()));
-        let f =
-            fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io(&path))?;
+        let f = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io(&path))?;
         // Unlinked at once: the handle keeps it alive for as long as openraft holds it.
         let _ = fs::remove_file(&path);
         Ok(f)
@@ -338,8 +337,7 @@ pub fn install_stream(state: &GroupState, dir: &SnapshotDir, src: &mut File) -> 
     }
     let mut m = vec![0u8; mlen as usize];
     r.read_exact(&mut m).map_err(io(&src_path))?;
-    let manifest: Manifest =
-        codec::decode_versioned(&m).map_err(|e| StorageError::codec("snapshot manifest", e))?;
+    let manifest: Manifest = codec::decode_versioned(&m).map_err(|e| StorageError::codec("snapshot manifest", e))?;
     if manifest.files.first().map(|(n, _)| n.as_str()) != Some(STATE_FILE)
         || manifest.files.iter().skip(1).any(|(n, _)| parse_name(n).is_none())
     {
@@ -360,7 +358,8 @@ pub fn install_stream(state: &GroupState, dir: &SnapshotDir, src: &mut File) -> 
     }
     // The state file must read to its trailer before anything is replaced.
     let state_path = tmp.join(STATE_FILE);
-    let mut records = RecordReader::new(BufReader::new(File::open(&state_path).map_err(io(&state_path))?), &state_path)?;
+    let mut records =
+        RecordReader::new(BufReader::new(File::open(&state_path).map_err(io(&state_path))?), &state_path)?;
     while records.next_record()?.is_some() {}
     if records.meta != manifest.meta {
         return Err(corrupt(&state_path, "state file and manifest disagree"));
@@ -376,7 +375,10 @@ pub fn install_stream(state: &GroupState, dir: &SnapshotDir, src: &mut File) -> 
 fn install_local(state: &GroupState, sub: &Path, manifest: &Manifest) -> Result<(), StorageError> {
     let (gen, tree, store_dir) = state.begin_generation()?;
     let state_path = sub.join(STATE_FILE);
-    let mut r = RecordReader::new(BufReader::with_capacity(256 * 1024, File::open(&state_path).map_err(io(&state_path))?), &state_path)?;
+    let mut r = RecordReader::new(
+        BufReader::with_capacity(256 * 1024, File::open(&state_path).map_err(io(&state_path))?),
+        &state_path,
+    )?;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
     while let Some((k, v)) = r.next_record()? {

@@ -24,14 +24,8 @@ fn run(g: &GroupState, cmds: &[ChatCommand]) -> Vec<CommandOutcome> {
 
 fn append(chat: Uuid, sender: Uuid, cmid: &str) -> ChatCommand {
     let body = format!("body {cmid}");
-    let view = MessageView {
-        sender,
-        message_id: Uuid::new_v4(),
-        ts_ms: 1000,
-        client_msg_id: cmid,
-        kind: "text",
-        body: &body,
-    };
+    let view =
+        MessageView { sender, message_id: Uuid::new_v4(), ts_ms: 1000, client_msg_id: cmid, kind: "text", body: &body };
     ChatCommand::Append {
         chat,
         message: MessageBytes::encode(&view).unwrap(),
@@ -155,8 +149,14 @@ fn a_retry_outside_the_dedup_window_is_a_new_message() {
     let (_d, g) = group();
     let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let at = |ts: u64, window: u64| {
-        let view =
-            MessageView { sender: a, message_id: Uuid::new_v4(), ts_ms: ts, client_msg_id: "same", kind: "text", body: "b" };
+        let view = MessageView {
+            sender: a,
+            message_id: Uuid::new_v4(),
+            ts_ms: ts,
+            client_msg_id: "same",
+            kind: "text",
+            body: "b",
+        };
         ChatCommand::Append { chat, message: MessageBytes::encode(&view).unwrap(), dedup_window_ms: window }
     };
     let out = run(&g, &[create(chat, ChatKind::Direct, a, vec![b]), at(1_000, 500), at(1_400, 500)]);

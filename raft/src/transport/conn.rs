@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -217,6 +219,17 @@ async fn write_loop(
     }
 }
 
+type Reader = tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>;
+
+/// Reads one frame, handing the reader back: a read in progress is never dropped half-way.
+async fn read_one(mut rd: Reader) -> (Reader, Result<Frame, frame::FrameError>) {
+    let f = frame::read(&mut rd).await;
+    (rd, f)
+}
+
+/// Requests of one connection being handled at once at most; past it, reading pauses.
+const HANDLING_MAX: usize = 4096;
+
 async fn read_loop(
     rd: tokio::net::tcp::OwnedReadHalf,
     conn: &Arc<Conn>,
@@ -224,23 +237,30 @@ async fn read_loop(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), frame::FrameError> {
     // Buffered: one read syscall brings in many frames instead of two syscalls per frame.
-    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
+    let rd = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, rd);
     let mut closed = conn.closed_tx.subscribe();
+    let mut reading = Box::pin(read_one(rd));
+    // Requests are handled concurrently, as futures of this task (no task each): one slow
+    // group never stalls the others on this connection.
+    let mut handling = FuturesUnordered::new();
     loop {
         let f = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
             _ = closed.wait_for(|c| *c) => return Ok(()),
-            f = frame::read(&mut rd) => f?,
+            Some((id, resp)) = handling.next(), if !handling.is_empty() => {
+                conn.respond(id, resp);
+                continue;
+            }
+            (rd, f) = &mut reading, if handling.len() < HANDLING_MAX => {
+                reading = Box::pin(read_one(rd));
+                f?
+            }
         };
         match f {
             Frame::Request { id, group, body } => {
-                let c = conn.clone();
                 let inbound = inbound.clone();
-                // Spawned: one slow group must never stall the others on this connection.
-                tokio::spawn(async move {
-                    let resp = inbound.handle(c.peer, group, body).await;
-                    c.respond(id, resp);
-                });
+                let peer = conn.peer;
+                handling.push(async move { (id, inbound.handle(peer, group, body).await) });
             }
             Frame::Response { id, body } => {
                 if let Some(tx) = lock(&conn.pending).remove(&id) {

@@ -119,14 +119,8 @@ impl ChatService {
         if kind.is_empty() || kind.len() > KIND_MAX {
             return Err(ApiError::bad_request(format!("type must be 1 to {KIND_MAX} bytes")));
         }
-        let view = MessageView {
-            sender,
-            message_id: Uuid::new_v4(),
-            ts_ms: super::now_ms(),
-            client_msg_id,
-            kind,
-            body,
-        };
+        let view =
+            MessageView { sender, message_id: Uuid::new_v4(), ts_ms: super::now_ms(), client_msg_id, kind, body };
         let message = MessageBytes::encode(&view)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("encoding: {e}")))?;
         Ok(ChatCommand::Append { chat, message, dedup_window_ms: self.config.dedup_window_ms })

@@ -34,7 +34,6 @@ use crate::service::messages::Target;
 use crate::service::rfc3339;
 use crate::service::ChatService;
 
-
 /// Client requests waiting behind the one in progress; past it the socket is not read.
 const REQUESTS_MAX: usize = 64;
 /// Deliveries written before a flush at most.
@@ -101,7 +100,10 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
     let mut w = Writer::new(sink, user, service.clone(), hub.clone(), presence, conn);
     let mut ping = tokio::time::interval(timing.ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    // Liveness is checked a few times per heartbeat timeout: an idle connection wakes rarely.
+    let check_every = (timing.heartbeat_timeout / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut check = tokio::time::interval(check_every);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut delivered_tick = tokio::time::interval(DELIVERED_FLUSH);
     delivered_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut last_any, mut last_frame) = (Instant::now(), Instant::now());

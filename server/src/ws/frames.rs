@@ -86,29 +86,40 @@ struct SyncFields {
     chats: HashMap<Uuid, u64>,
 }
 
+/// The fields every client frame is looked at for first: its type and what names it in errors.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    client_msg_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 impl ClientFrame {
+    /// Parses a frame: its head first (no copies), then the fields of its type.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
-        let head: String = text.chars().take(64).collect();
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| FrameError {
+        let malformed = |e: serde_json::Error| FrameError {
             code: "bad_frame",
             message: format!("malformed JSON: {e}"),
-            reference: head.clone(),
-        })?;
-        let reference = value
-            .get("clientMsgId")
-            .and_then(|v| v.as_str())
-            .or_else(|| value.get("type").and_then(|v| v.as_str()))
+            reference: text.chars().take(64).collect(),
+        };
+        let head: Head<'_> = serde_json::from_str(text).map_err(malformed)?;
+        let kind = head.kind.as_deref().unwrap_or("");
+        let reference = head
+            .client_msg_id
+            .as_deref()
+            .or(head.kind.as_deref())
             .map(str::to_string)
-            .unwrap_or(head);
+            .unwrap_or_else(|| text.chars().take(64).collect());
         let bad = |e: serde_json::Error| FrameError {
             code: "bad_frame",
             message: e.to_string(),
             reference: reference.clone(),
         };
-        let kind = value.get("type").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        match kind.as_str() {
+        match kind {
             "message" => {
-                let f: MessageFields = serde_json::from_value(value).map_err(bad)?;
+                let f: MessageFields = serde_json::from_str(text).map_err(bad)?;
                 if f.to.is_some() == f.chat_id.is_some() {
                     return Err(FrameError {
                         code: "bad_frame",
@@ -126,17 +137,17 @@ impl ClientFrame {
                 })
             }
             "delivered" | "read" => {
-                let f: ReceiptFields = serde_json::from_value(value).map_err(bad)?;
+                let f: ReceiptFields = serde_json::from_str(text).map_err(bad)?;
                 Ok(if kind == "read" {
                     ClientFrame::Read { chat_id: f.chat_id, seq: f.seq }
                 } else {
                     ClientFrame::Delivered { chat_id: f.chat_id, seq: f.seq }
                 })
             }
-            "sync" => Ok(ClientFrame::Sync { chats: serde_json::from_value::<SyncFields>(value).map_err(bad)?.chats }),
+            "sync" => Ok(ClientFrame::Sync { chats: serde_json::from_str::<SyncFields>(text).map_err(bad)?.chats }),
             "ping" => Ok(ClientFrame::Ping),
             "presence" => {
-                let f: PresenceFields = serde_json::from_value(value).map_err(bad)?;
+                let f: PresenceFields = serde_json::from_str(text).map_err(bad)?;
                 if f.status != "online" && f.status != "away" {
                     return Err(FrameError {
                         code: "bad_frame",
@@ -147,7 +158,7 @@ impl ClientFrame {
                 Ok(ClientFrame::Presence { status: f.status })
             }
             "typing" => {
-                Ok(ClientFrame::Typing { chat_id: serde_json::from_value::<TypingFields>(value).map_err(bad)?.chat_id })
+                Ok(ClientFrame::Typing { chat_id: serde_json::from_str::<TypingFields>(text).map_err(bad)?.chat_id })
             }
             "" => Err(FrameError { code: "bad_frame", message: "frame has no type".into(), reference }),
             other => {

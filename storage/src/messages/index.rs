@@ -239,7 +239,10 @@ pub fn write_sealed(
         let f = w.into_inner().map_err(|e| StorageError::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(|e| StorageError::io(&tmp, e))?;
     }
-    debug_assert_eq!(bloom_off + bloom_bytes.len() as u64, runs_off + (runs_dir.len() + locs.len() + table.len() + bloom_bytes.len()) as u64);
+    debug_assert_eq!(
+        bloom_off + bloom_bytes.len() as u64,
+        runs_off + (runs_dir.len() + locs.len() + table.len() + bloom_bytes.len()) as u64
+    );
     std::fs::rename(&tmp, path).map_err(|e| StorageError::io(path, e))?;
     let file = File::open(path).map_err(|e| StorageError::io(path, e))?;
     let sealed = SealedIndex {

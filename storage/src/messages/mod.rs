@@ -28,8 +28,8 @@
 
 pub mod dedup;
 pub mod index;
-pub mod record;
 mod recent;
+pub mod record;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
@@ -200,8 +200,7 @@ fn scan(path: &Path, end: Option<u64>) -> Result<(LiveIndex, u64), StorageError>
         match record::decode(&data.slice(pos..end)) {
             Scan::Record(r, len) => {
                 let v = r.body.view().map_err(|e| corrupt(path, format!("record at offset {pos}: {e}")))?;
-                let fp = (!v.client_msg_id.is_empty())
-                    .then(|| dedup::fingerprint(&r.chat, &v.sender, v.client_msg_id));
+                let fp = (!v.client_msg_id.is_empty()).then(|| dedup::fingerprint(&r.chat, &v.sender, v.client_msg_id));
                 let original = Original { seq: r.seq, message_id: v.message_id, ts_ms: v.ts_ms };
                 idx.put(r.chat, r.seq, Loc { off: pos as u32, len }, fp, original);
                 pos += len as usize;
@@ -257,7 +256,8 @@ impl MessageStore {
         let want = checkpoint.offset.max(SEGMENT_HEADER_LEN);
         let (file, live, len) = match found.get(&active) {
             Some((true, _)) if checkpoint.segment != 0 => {
-                let f = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| StorageError::io(&path, e))?;
+                let f =
+                    OpenOptions::new().read(true).write(true).open(&path).map_err(|e| StorageError::io(&path, e))?;
                 let have = f.metadata().map_err(|e| StorageError::io(&path, e))?.len();
                 if have < want {
                     return Err(corrupt(
@@ -367,7 +367,11 @@ impl MessageStore {
             let frozen = inner.active;
             inner.segments.insert(
                 next,
-                Segment { file: Some(file.clone()), len: SEGMENT_HEADER_LEN, index: SegIndex::Live(Default::default()) },
+                Segment {
+                    file: Some(file.clone()),
+                    len: SEGMENT_HEADER_LEN,
+                    index: SegIndex::Live(Default::default()),
+                },
             );
             inner.active = next;
             inner.segments.get(&frozen).and_then(|s| match &s.index {
@@ -440,7 +444,12 @@ impl MessageStore {
 
     /// The original message of idempotency key `fp` in `chat` whose time is at least
     /// `since_ms`, if the store holds one.
-    pub fn find_original(&self, chat: &ChatId, fp: Fingerprint, since_ms: u64) -> Result<Option<Original>, StorageError> {
+    pub fn find_original(
+        &self,
+        chat: &ChatId,
+        fp: Fingerprint,
+        since_ms: u64,
+    ) -> Result<Option<Original>, StorageError> {
         let sealed: Vec<Sealed> = {
             let inner = self.read_inner();
             let Some(runs) = inner.chats.get(chat) else { return Ok(None) };
@@ -564,9 +573,9 @@ impl MessageStore {
             plan.extend(items);
         }
         if reverse {
-            plan.sort_by(|a, b| b.0.cmp(&a.0));
+            plan.sort_by_key(|b| std::cmp::Reverse(b.0));
         } else {
-            plan.sort_by(|a, b| a.0.cmp(&b.0));
+            plan.sort_by_key(|a| a.0);
         }
         plan.truncate(limit);
         let mut out = Vec::with_capacity(plan.len());
@@ -581,7 +590,14 @@ impl MessageStore {
     }
 
     /// One record, checked to be the message it should be.
-    fn read_record(&self, segment: u64, file: &File, loc: Loc, chat: &ChatId, seq: u64) -> Result<MessageBytes, StorageError> {
+    fn read_record(
+        &self,
+        segment: u64,
+        file: &File,
+        loc: Loc,
+        chat: &ChatId,
+        seq: u64,
+    ) -> Result<MessageBytes, StorageError> {
         let path = seg_path(&self.0.dir, segment);
         let mut buf = vec![0u8; loc.len as usize];
         file.read_exact_at(&mut buf, u64::from(loc.off)).map_err(|e| StorageError::io(&path, e))?;

@@ -31,7 +31,8 @@ fn msg(c: ChatId, seq: u64, ts: u64, pad: usize) -> NewMessage {
     let cmid = format!("m{seq}");
     let text = format!("{c} {seq} {}", "x".repeat(pad));
     let id = uuid::Uuid::from_u128(u128::from(seq) << 64 | c.as_u128() & 0xffff);
-    let view = MessageView { sender: sender(), message_id: id, ts_ms: ts, client_msg_id: &cmid, kind: "text", body: &text };
+    let view =
+        MessageView { sender: sender(), message_id: id, ts_ms: ts, client_msg_id: &cmid, kind: "text", body: &text };
     NewMessage {
         chat: c,
         seq,
@@ -46,16 +47,23 @@ fn text_of(b: &MessageBytes) -> String {
     b.view().unwrap().body.to_string()
 }
 
-/// Every seq of `want` (a model: chat -> seq -> text) reads back, in both directions and in pages.
-fn check(store: &MessageStore, want: &BTreeMap<ChatId, BTreeMap<u64, String>>, r: &mut XorShift) {
+/// Every seq of `want` (a model: chat -> seq -> text) reads back from the chat's floor, in both
+/// directions and in pages.
+fn check(
+    store: &MessageStore,
+    want: &BTreeMap<ChatId, BTreeMap<u64, String>>,
+    floors: &BTreeMap<ChatId, u64>,
+    r: &mut XorShift,
+) {
     for (c, msgs) in want {
-        let all = store.read(c, 0, u64::MAX, usize::MAX, false).unwrap();
+        let floor = floors.get(c).copied().unwrap_or(0);
+        let all = store.read(c, floor, u64::MAX, usize::MAX, false).unwrap();
         let got: Vec<(u64, String)> = all.iter().map(|(s, b)| (*s, text_of(b))).collect();
         let expect: Vec<(u64, String)> = msgs.iter().map(|(s, t)| (*s, t.clone())).collect();
         assert_eq!(got, expect, "chat {c}");
         let last = msgs.keys().last().copied().unwrap_or(0);
         for _ in 0..5 {
-            let from = r.below(last + 2);
+            let from = r.below(last + 2).max(floor);
             let to = from + r.below(last + 2);
             let limit = 1 + r.below(20) as usize;
             let reverse = r.below(2) == 0;
@@ -71,7 +79,7 @@ fn check(store: &MessageStore, want: &BTreeMap<ChatId, BTreeMap<u64, String>>, r
 }
 
 #[test]
-fn reads_match_a_plain_map_across_seals_and_reopens() {
+fn reads_match_a_plain_map_across_seals_trims_and_reopens() {
     for seed in [0x9e37_79b9_7f4a_7c15u64, 0x2545_f491_4f6c_dd1d, 3] {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("s");
@@ -80,8 +88,23 @@ fn reads_match_a_plain_map_across_seals_and_reopens() {
         let mut next: BTreeMap<ChatId, u64> = BTreeMap::new();
         let mut r = XorShift(seed);
         let mut pos = StorePos::default();
+        // Retention floors: reads start there; collect drops what lies wholly below them.
+        let mut floors: BTreeMap<ChatId, u64> = BTreeMap::new();
         for step in 0..400 {
-            match r.below(10) {
+            match r.below(12) {
+                10 | 11 => {
+                    let c = chat(r.below(7));
+                    let top = next.get(&c).copied().unwrap_or(1);
+                    let f = floors.entry(c).or_insert(1);
+                    *f = (*f).max(1 + r.below(top));
+                    let floor = *f;
+                    if let Some(m) = model.get_mut(&c) {
+                        m.retain(|seq, _| *seq >= floor);
+                    }
+                    store.wait_sealed().unwrap();
+                    let fl = floors.clone();
+                    store.collect(&|c| fl.get(c).copied().unwrap_or(1), 0).unwrap();
+                }
                 0..=7 => {
                     let batch: Vec<NewMessage> = (0..1 + r.below(20))
                         .map(|_| {
@@ -95,7 +118,7 @@ fn reads_match_a_plain_map_across_seals_and_reopens() {
                         .collect();
                     pos = store.append(&batch).unwrap();
                 }
-                8 => check(&store, &model, &mut r),
+                8 => check(&store, &model, &floors, &mut r),
                 _ => {
                     // A clean restart at the last position.
                     store.wait_sealed().unwrap();
@@ -107,7 +130,7 @@ fn reads_match_a_plain_map_across_seals_and_reopens() {
         }
         store.wait_sealed().unwrap();
         assert!(list(&dir).unwrap().len() > 3, "the model run should seal several segments");
-        check(&store, &model, &mut r);
+        check(&store, &model, &floors, &mut r);
     }
 }
 
@@ -243,7 +266,8 @@ fn collect_drops_trimmed_segments_but_keeps_their_keys_for_the_window() {
     let dropped = store.collect(&floor, 0).unwrap();
     assert!(dropped > 2, "dropped {dropped}");
     assert!(store.disk_bytes() * 2 < before, "{} -> {}", before, store.disk_bytes());
-    let kept: Vec<u64> = store.read(&b, 1400, u64::MAX, usize::MAX, false).unwrap().into_iter().map(|(s, _)| s).collect();
+    let kept: Vec<u64> =
+        store.read(&b, 1400, u64::MAX, usize::MAX, false).unwrap().into_iter().map(|(s, _)| s).collect();
     assert_eq!(kept, (1400..1500).collect::<Vec<_>>());
     // A retry of a trimmed message still finds its original.
     let o = store.find_original(&a, dedup::fingerprint(&a, &sender(), "m3"), 0).unwrap();

@@ -168,8 +168,8 @@ impl Parts {
             SeekFrom::End(d) => self.total.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let target =
-            target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the snapshot"))?;
+        let target = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the snapshot"))?;
         if target != self.pos {
             self.pos = target;
             self.ready = Bytes::new();

@@ -15,6 +15,7 @@ mod metrics;
 mod replication;
 mod restart;
 mod retention;
+mod store_crashes;
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -77,7 +78,20 @@ pub struct LoadResult {
 /// Appends `count` messages over `chats` from `concurrency` clients, spread over `nodes`,
 /// retrying each message with the same client message id on unknown outcomes.
 pub async fn load(c: &Cluster, chats: &[TestChat], count: usize, concurrency: usize, tag: &str) -> LoadResult {
+    load_padded(c, chats, count, concurrency, tag, 0).await
+}
+
+/// [`load`] with message texts padded by `pad` bytes.
+pub async fn load_padded(
+    c: &Cluster,
+    chats: &[TestChat],
+    count: usize,
+    concurrency: usize,
+    tag: &str,
+    pad: usize,
+) -> LoadResult {
     let result = Arc::new(Mutex::new(LoadResult::default()));
+    let padding = "p".repeat(pad);
     futures::stream::iter(0..count)
         .map(|i| {
             let t = chats[i % chats.len()];
@@ -86,11 +100,12 @@ pub async fn load(c: &Cluster, chats: &[TestChat], count: usize, concurrency: us
             let http = c.http.clone();
             let urls: Vec<String> = nodes.iter().map(|n| c.url(*n)).collect();
             let result = result.clone();
+            let text = format!("text {cmid} {padding}");
             async move {
                 let mut outcome = None;
                 for attempt in 0..6 {
                     let base = &urls[(i + attempt) % urls.len()];
-                    match client::append(&http, base, t.id, t.a, &cmid, &format!("text {cmid}")).await {
+                    match client::append(&http, base, t.id, t.a, &cmid, &text).await {
                         Ok(a) => {
                             outcome = Some(Ok(a));
                             break;

@@ -115,7 +115,10 @@ async fn retention_deletes_old_history_everywhere_and_frees_disk() -> anyhow::Re
         let now = sizes(&c);
         // The log keeps a few entries per group, in the last few 1-MiB segments at most; the
         // message store keeps the segments holding the newest messages.
-        now.iter().zip(&before).all(|(a, b)| a.0 < b.0 && a.0 <= 4 << 20 && a.1 * 4 < b.1 && a.3 * 4 < b.3).then_some(())
+        now.iter()
+            .zip(&before)
+            .all(|(a, b)| a.0 < b.0 && a.0 <= 4 << 20 && a.1 * 4 < b.1 && a.3 * 4 < b.3)
+            .then_some(())
     })
     .await;
     if let Err(e) = res {
