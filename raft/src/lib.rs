@@ -8,7 +8,7 @@
 //! - [`command`]: chat commands and their outcomes (what clients ask for).
 //! - [`batch`]: commands encoded once at the gateway, and the batch of them a Raft entry carries.
 //! - [`apply`]: pure, deterministic apply of chat commands; per-chat seqs, dedup, receipts.
-//! - [`meta`]: the metadata group: nodes, placement of data groups, chat -> group hash.
+//! - [`meta`]: the metadata group: nodes, placement of data groups, chat -> slot -> group.
 //! - [`events`]: recent committed events per group, polled locally or by other nodes.
 //! - [`state_machine`]: openraft's state machine over `raftchat_storage`; snapshot files.
 //! - [`transport`]: one multiplexed TCP connection per node pair, handshake, priority lanes.
