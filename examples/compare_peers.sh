@@ -21,8 +21,8 @@ test -x "$anchors/nats_jetstream.sh" || { echo "no anchors at $anchors" >&2; exi
 
 cd "$here"
 cargo build --release --bin raftchat
-# The default layout (64 data groups: about one message per Raft entry at these loads), then one
-# group, the shape of a single NATS stream or the one etcd Raft group.
+# The default layout (3 data groups, one leader per node), then one group, the shape of a single
+# NATS stream or the one etcd Raft group.
 timeout 900 cargo run --release -p raftchat-tests --example loadgen -- \
     --secs "$secs" --json "$out/raftchat.json" throughput --in-flight 1,64,256
 timeout 900 cargo run --release -p raftchat-tests --example loadgen -- \
@@ -46,7 +46,7 @@ def peer(system, mode, conc):
     rs = [r for r in peers if r["system"] == system and r["mode"] == mode and r["conc"] == conc]
     return rs[-1] if rs else None
 f = lambda v: "-" if v is None else f"{v:.2f}"
-print("raftchat: 64 data groups (the default); in brackets: 1 data group")
+print("raftchat: 3 data groups (the default); in brackets: 1 data group")
 print(f"{'conc':>5} {'raftchat acks/s':>16} {'p99 ms':>8} | {'peer':<34} {'acks/s':>9} {'p99 ms':>8} {'ratio':>7}")
 for conc in sorted(ours):
     r = ours[conc]

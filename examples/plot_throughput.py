@@ -17,7 +17,7 @@ svg_path = sys.argv[2] if len(sys.argv) > 2 else f"{out}/throughput_latency.svg"
 
 series = []  # (label, colour, [(conc, rate, p99_ms)])
 for name, label, colour in [
-    ("raftchat.json", "raftchat, 64 groups (fsync on quorum, WebSocket)", "#d62728"),
+    ("raftchat.json", "raftchat, 3 groups, the default (fsync on quorum, WebSocket)", "#d62728"),
     ("raftchat-g1.json", "raftchat, 1 group (fsync on quorum, WebSocket)", "#ff7f0e"),
 ]:
     try:

@@ -43,8 +43,8 @@ struct Args {
     /// Client URLs of running nodes (http://IP:PORT,...); without it, a local 3-node cluster.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
-    /// Data groups of the cluster the generator starts.
-    #[arg(long, default_value_t = 64)]
+    /// Data groups of the cluster the generator starts (the node's default).
+    #[arg(long, default_value_t = 3)]
     data_groups: u32,
     /// Measured seconds of each phase (after 2 s of warm-up).
     #[arg(long, default_value_t = 10)]

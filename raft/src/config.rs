@@ -61,7 +61,7 @@ impl CoreConfig {
             raft_advertise: None,
             api_advertise: String::new(),
             initial_peers: BTreeMap::new(),
-            data_groups: 64,
+            data_groups: 3,
             heartbeat_ms: 300,
             election_min_ms: 1500,
             election_max_ms: 3000,
@@ -85,8 +85,12 @@ impl CoreConfig {
         if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
             return Err("cluster id must be 1 to 128 characters".into());
         }
-        if self.data_groups == 0 || self.data_groups > 4096 {
-            return Err(format!("data groups must be 1..=4096, got {}", self.data_groups));
+        if self.data_groups == 0 || self.data_groups > crate::meta::SLOTS {
+            return Err(format!(
+                "data groups must be 1..={} (one slot each at least), got {}",
+                crate::meta::SLOTS,
+                self.data_groups
+            ));
         }
         if !self.initial_peers.is_empty() && !self.initial_peers.contains_key(&self.node_id) {
             return Err(format!(

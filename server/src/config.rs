@@ -43,7 +43,7 @@ pub struct NodeArgs {
     /// Initial cluster members, `id=raft_addr,...` (this node included). Used once, at first start.
     #[arg(long, env = "RAFTCHAT_PEERS")]
     pub peers: Option<String>,
-    /// Data groups of a new cluster [default: 64]. Fixed once the cluster exists.
+    /// Data groups of a new cluster [default: 3]. Fixed once the cluster exists.
     #[arg(long, env = "RAFTCHAT_DATA_GROUPS")]
     pub data_groups: Option<u32>,
     /// Raft heartbeat interval in ms [default: 300].
@@ -455,7 +455,7 @@ mod tests {
         assert_eq!(c.core.node_id, 3);
         assert_eq!(c.core.cluster_id, "flagc");
         assert_eq!(c.listen, "127.0.0.1:9000");
-        assert_eq!(c.core.data_groups, 64);
+        assert_eq!(c.core.data_groups, 3);
         std::fs::write(&f, "bogus-key = 1\n").unwrap();
         assert!(NodeArgs { config: Some(f), ..Default::default() }.with_file().is_err());
     }

@@ -24,7 +24,7 @@ pub struct DevArgs {
     #[arg(long, default_value = "raftchat-data")]
     data_dir: PathBuf,
     /// Data groups of a new cluster.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 3)]
     data_groups: u32,
 }
 

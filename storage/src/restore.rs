@@ -132,3 +132,79 @@ impl StateWriter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat_store::chat_key;
+    use crate::chat_store::member_key;
+    use crate::chat_store::ChatKind;
+    use crate::chat_store::Role;
+    use crate::chat_store::StateDb;
+
+    /// A record as format 1 wrote it: version byte 1, then the bincode of the value.
+    fn v1<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        let mut b = vec![1u8];
+        b.extend(codec::encode(value).unwrap());
+        b
+    }
+
+    #[test]
+    fn format_1_records_restore_into_a_format_2_group() {
+        let (chat, alice) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let header = ChatHeaderV1 {
+            kind: ChatKind::Group,
+            name: "climbing".into(),
+            next_seq: 3,
+            created_at_ms: 7,
+            created_by: alice,
+            member_count: 1,
+        };
+        let member = Member { role: Role::Admin, delivered: 2, read: 1, joined_at_ms: 7 };
+        let message = |seq: u64| MessageRecord {
+            seq,
+            message_id: uuid::Uuid::new_v4(),
+            sender: alice,
+            client_msg_id: format!("c{seq}"),
+            ts_ms: 10 + seq,
+            kind: "text".into(),
+            body: format!("hello {seq}"),
+        };
+        let (m1, m2) = (message(1), message(2));
+        let mut dedup_key = vec![PREFIX_DEDUP];
+        dedup_key.extend(chat.as_bytes());
+        dedup_key.extend(alice.as_bytes());
+        dedup_key.extend(b"c1");
+        let pairs = vec![
+            (chat_key(&chat), v1(&header)),
+            (member_key(&chat, &alice), v1(&member)),
+            (message_key(&chat, 1), v1(&m1)),
+            (message_key(&chat, 2), v1(&m2)),
+            (dedup_key, v1(&1u64)),
+        ];
+        let records: Vec<RestoreRecord> = pairs.iter().map(|(k, v)| RestoreRecord::parse(k, v).unwrap()).collect();
+        assert_eq!(records[4], RestoreRecord::Dedup);
+        assert!(RestoreRecord::parse(&message_key(&chat, 9), &v1(&m1)).is_err(), "a key must match its seq");
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state"), &dir.path().join("messages"), 1 << 20, 1 << 20).unwrap();
+        let state = db.open_group(1).unwrap();
+        let mut w = state.writer().unwrap();
+        assert!(w.is_empty().unwrap());
+        let written: Vec<bool> = records.iter().cloned().map(|r| w.restore_record(r).unwrap()).collect();
+        assert_eq!(written, [true, true, true, true, false]);
+        assert!(!w.restore_record(records[2].clone()).unwrap(), "a present message is left alone");
+        let mut applied = state.applied().unwrap();
+        w.commit(&mut applied).unwrap();
+
+        let mut w = state.writer().unwrap();
+        let h = w.chat(&chat).unwrap().unwrap();
+        assert_eq!((h.next_seq, h.first_seq, h.name.as_str()), (3, 1, "climbing"));
+        assert_eq!(w.member(&chat, &alice).unwrap(), Some(member));
+        // The message carries its idempotency key now: a retry of c1 finds seq 1.
+        let original = w.find_original(&chat, &alice, "c1", 20, DEDUP_WINDOW_DEFAULT_MS).unwrap();
+        assert_eq!(original.map(|o| o.seq), Some(1));
+        let got = state.messages(&chat, 1, 10, 10, false).unwrap();
+        assert_eq!(got, vec![m1, m2]);
+    }
+}
