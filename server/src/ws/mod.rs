@@ -27,6 +27,8 @@ use crate::http::AppState;
 /// Largest WebSocket message accepted; larger ones close the socket. Texts over the configured
 /// message limit but under this get an error frame and the socket stays open.
 pub const WS_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of queued frames past which a WebSocket writes before its flush.
+pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Read buffer of one WebSocket; longer frames grow it while they are read.
 pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -68,9 +70,13 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
     };
     let shutdown = s.shutdown.clone();
     // Small buffers: tungstenite's default allocates 128 KiB per connection up front, which
-    // 100,000 connections cannot afford; chat frames are small.
-    ws.max_message_size(WS_MESSAGE_BYTES_MAX).read_buffer_size(WS_READ_BUFFER_BYTES).write_buffer_size(0).on_upgrade(
-        move |socket| {
+    // 100,000 connections cannot afford; chat frames are small. Writes gather in the write
+    // buffer (it grows only as frames are queued) until the connection flushes, so a burst of
+    // deliveries is one write.
+    ws.max_message_size(WS_MESSAGE_BYTES_MAX)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| {
             // Every log line of this connection carries its user.
             let span = tracing::info_span!("ws", %user);
             tracing::Instrument::instrument(
@@ -80,6 +86,5 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
                 },
                 span,
             )
-        },
-    )
+        })
 }
