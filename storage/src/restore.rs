@@ -175,7 +175,7 @@ mod tests {
         dedup_key.extend(chat.as_bytes());
         dedup_key.extend(alice.as_bytes());
         dedup_key.extend(b"c1");
-        let pairs = vec![
+        let pairs = [
             (chat_key(&chat), v1(&header)),
             (member_key(&chat, &alice), v1(&member)),
             (message_key(&chat, 1), v1(&m1)),

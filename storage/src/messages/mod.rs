@@ -27,7 +27,9 @@
 //! One writer (the group's state machine) appends; readers are any thread.
 
 pub mod dedup;
+mod gc;
 pub mod index;
+mod read;
 mod recent;
 pub mod record;
 pub mod snapshot;
@@ -442,42 +444,6 @@ impl MessageStore {
         Ok(())
     }
 
-    /// The original message of idempotency key `fp` in `chat` whose time is at least
-    /// `since_ms`, if the store holds one.
-    pub fn find_original(
-        &self,
-        chat: &ChatId,
-        fp: Fingerprint,
-        since_ms: u64,
-    ) -> Result<Option<Original>, StorageError> {
-        let sealed: Vec<Sealed> = {
-            let inner = self.read_inner();
-            let Some(runs) = inner.chats.get(chat) else { return Ok(None) };
-            let mut sealed = Vec::new();
-            for r in runs.iter().rev() {
-                let Some(seg) = inner.segments.get(&r.segment) else { continue };
-                match &seg.index {
-                    SegIndex::Live(l) => {
-                        if let Some(o) = l.dedup.get(&fp).filter(|o| o.ts_ms >= since_ms) {
-                            return Ok(Some(*o));
-                        }
-                    }
-                    SegIndex::Sealed(s) if s.max_ts >= since_ms && r.segment >= inner.dedup_from => {
-                        sealed.push(s.clone())
-                    }
-                    SegIndex::Sealed(_) => {}
-                }
-            }
-            sealed
-        };
-        for s in sealed {
-            if let Some(o) = s.find(fp)?.filter(|o| o.ts_ms >= since_ms) {
-                return Ok(Some(o));
-            }
-        }
-        Ok(None)
-    }
-
     /// Forgets every idempotency key the store holds so far: the `dedup_not_in_snapshot`
     /// negative control, which installs snapshots without them.
     pub fn forget_dedup(&self) {
@@ -490,197 +456,10 @@ impl MessageStore {
         }
     }
 
-    /// Messages of `chat` with `from <= seq < to`, oldest first (newest first with `reverse`),
-    /// at most `limit`.
-    pub fn read(
-        &self,
-        chat: &ChatId,
-        from: u64,
-        to: u64,
-        limit: usize,
-        reverse: bool,
-    ) -> Result<Vec<(u64, MessageBytes)>, StorageError> {
-        if from >= to || limit == 0 {
-            return Ok(Vec::new());
-        }
-        // The plan: what to read from where, taken under the lock.
-        enum Src {
-            Cached(MessageBytes),
-            At(Loc),
-        }
-        let mut plan: Vec<(u64, u64, Arc<File>, Src)> = Vec::new();
-        let mut sealed_runs: Vec<(u64, Sealed, SealedRun, u64, u64, Arc<File>)> = Vec::new();
-        {
-            let inner = self.read_inner();
-            let Some(runs) = inner.chats.get(chat) else { return Ok(Vec::new()) };
-            let order: Box<dyn Iterator<Item = &RunRef>> =
-                if reverse { Box::new(runs.iter().rev()) } else { Box::new(runs.iter()) };
-            let mut planned = 0usize;
-            for r in order {
-                if planned >= limit {
-                    break;
-                }
-                let Some(seg) = inner.segments.get(&r.segment) else { continue };
-                let Some(file) = seg.file.clone() else { continue };
-                let (first, count) = match (&seg.index, &r.sealed) {
-                    (SegIndex::Live(l), _) => l.runs.get(chat).map_or((0, 0), |x| (x.first_seq, x.locs.len() as u64)),
-                    (SegIndex::Sealed(_), Some(s)) => (s.first_seq, u64::from(s.count)),
-                    (SegIndex::Sealed(_), None) => (0, 0),
-                };
-                let (lo, hi) = (from.max(first), to.min(first + count));
-                if lo >= hi {
-                    continue;
-                }
-                let n = ((hi - lo) as usize).min(limit - planned);
-                let (lo, hi) = if reverse { (hi - n as u64, hi) } else { (lo, lo + n as u64) };
-                planned += n;
-                match (&seg.index, &r.sealed) {
-                    (SegIndex::Live(l), _) => {
-                        let Some(run) = l.runs.get(chat) else { continue };
-                        let seqs: Box<dyn Iterator<Item = u64>> =
-                            if reverse { Box::new((lo..hi).rev()) } else { Box::new(lo..hi) };
-                        for seq in seqs {
-                            let loc = run.locs[(seq - run.first_seq) as usize];
-                            if loc.len == 0 {
-                                continue;
-                            }
-                            let src = match inner.recent.get(chat, seq) {
-                                Some(b) => Src::Cached(b),
-                                None => Src::At(loc),
-                            };
-                            plan.push((seq, r.segment, file.clone(), src));
-                        }
-                    }
-                    (SegIndex::Sealed(s), Some(run)) => {
-                        sealed_runs.push((r.segment, s.clone(), *run, lo - first, hi - lo, file));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // Sealed runs: their locations come from the index files (outside the lock).
-        for (segment, s, run, from_i, n, file) in sealed_runs {
-            let locs = s.locs(&run, from_i as u32, n as u32)?;
-            let mut items: Vec<(u64, u64, Arc<File>, Src)> = locs
-                .into_iter()
-                .enumerate()
-                .filter(|(_, l)| l.len > 0)
-                .map(|(i, l)| (run.first_seq + from_i + i as u64, segment, file.clone(), Src::At(l)))
-                .collect();
-            if reverse {
-                items.reverse();
-            }
-            plan.extend(items);
-        }
-        if reverse {
-            plan.sort_by_key(|b| std::cmp::Reverse(b.0));
-        } else {
-            plan.sort_by_key(|a| a.0);
-        }
-        plan.truncate(limit);
-        let mut out = Vec::with_capacity(plan.len());
-        for (seq, segment, file, src) in plan {
-            let body = match src {
-                Src::Cached(b) => b,
-                Src::At(loc) => self.read_record(segment, &file, loc, chat, seq)?,
-            };
-            out.push((seq, body));
-        }
-        Ok(out)
-    }
-
-    /// One record, checked to be the message it should be.
-    fn read_record(
-        &self,
-        segment: u64,
-        file: &File,
-        loc: Loc,
-        chat: &ChatId,
-        seq: u64,
-    ) -> Result<MessageBytes, StorageError> {
-        let path = seg_path(&self.0.dir, segment);
-        let mut buf = vec![0u8; loc.len as usize];
-        file.read_exact_at(&mut buf, u64::from(loc.off)).map_err(|e| StorageError::io(&path, e))?;
-        match record::decode(&Bytes::from(buf)) {
-            Scan::Record(r, _) if r.chat == *chat && r.seq == seq => Ok(r.body),
-            Scan::Record(r, _) => Err(corrupt(
-                &path,
-                format!("offset {} holds {} seq {}, expected {chat} seq {seq}", loc.off, r.chat, r.seq),
-            )),
-            Scan::Short => Err(corrupt(&path, format!("record at offset {} is cut short", loc.off))),
-            Scan::Bad(why) => Err(corrupt(&path, format!("{why} at offset {}", loc.off))),
-        }
-    }
-
     /// Bytes of this store's files.
     pub fn disk_bytes(&self) -> u64 {
         let Ok(entries) = fs::read_dir(&self.0.dir) else { return 0 };
         entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
-    }
-
-    /// Drops what retention no longer needs: the records of sealed segments all of whose
-    /// messages are below their chat's floor (`floor(chat)`: the lowest seq kept), and the
-    /// index files of those whose newest message is older than `dedup_since_ms`. Returns the
-    /// segments whose records were dropped.
-    pub fn collect(&self, floor: &dyn Fn(&ChatId) -> u64, dedup_since_ms: u64) -> Result<u32, StorageError> {
-        let mut live_data: std::collections::HashSet<u64> = std::collections::HashSet::new();
-        let (candidates, active) = {
-            let inner = self.read_inner();
-            for (chat, runs) in &inner.chats {
-                let f = floor(chat);
-                for r in runs {
-                    let (first, count) = match (&r.sealed, inner.segments.get(&r.segment).map(|s| &s.index)) {
-                        (Some(s), _) => (s.first_seq, u64::from(s.count)),
-                        (None, Some(SegIndex::Live(l))) => {
-                            l.runs.get(chat).map_or((0, 0), |x| (x.first_seq, x.locs.len() as u64))
-                        }
-                        _ => (0, 0),
-                    };
-                    if first + count > f {
-                        live_data.insert(r.segment);
-                    }
-                }
-            }
-            let candidates: Vec<(u64, bool, u64)> = inner
-                .segments
-                .iter()
-                .filter_map(|(id, s)| match &s.index {
-                    SegIndex::Sealed(x) => Some((*id, s.file.is_some(), x.max_ts)),
-                    SegIndex::Live(_) => None,
-                })
-                .collect();
-            (candidates, inner.active)
-        };
-        let mut dropped = 0;
-        for (id, has_records, max_ts) in candidates {
-            if id >= active || live_data.contains(&id) {
-                continue;
-            }
-            let forget = max_ts < dedup_since_ms;
-            if has_records {
-                let path = seg_path(&self.0.dir, id);
-                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-                dropped += 1;
-            }
-            if forget {
-                let path = idx_path(&self.0.dir, id);
-                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
-            }
-            let mut inner = self.write_inner();
-            if forget {
-                inner.segments.remove(&id);
-                for runs in inner.chats.values_mut() {
-                    runs.retain(|r| r.segment != id);
-                }
-                inner.chats.retain(|_, runs| !runs.is_empty());
-            } else if let Some(seg) = inner.segments.get_mut(&id) {
-                seg.file = None;
-            }
-        }
-        if dropped > 0 {
-            sync_dir(&self.0.dir)?;
-        }
-        Ok(dropped)
     }
 }
 

@@ -10,7 +10,7 @@
 //! everyone, a reaction) will name the message they change by (chat, seq) the same way: a
 //! message's current state may change after it is written, its seq never does. The CRC covers
 //! the payload, so a torn tail (a crash mid-write) and a flipped bit are both detected; which of
-//! the two it is decides the segment's owner (see `super::segment`).
+//! the two it is follows from where it lies against the checkpoint (see `super`).
 
 use bytes::Bytes;
 
