@@ -14,8 +14,9 @@ use crate::records::ChatId;
 impl MessageStore {
     /// Drops what retention no longer needs: the records of sealed segments all of whose
     /// messages are below their chat's floor (`floor(chat)`: the lowest seq kept), and the
-    /// index files of those whose newest message is older than `dedup_since_ms`. Returns the
-    /// segments whose records were dropped.
+    /// index files of those whose newest message is older than `dedup_since_ms`; segments that
+    /// old whose messages are kept lose their in-memory dedup filter. Returns the segments whose
+    /// records were dropped.
     pub fn collect(&self, floor: &dyn Fn(&ChatId) -> u64, dedup_since_ms: u64) -> Result<u32, StorageError> {
         let mut live_data: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let (candidates, active) = {
@@ -39,7 +40,13 @@ impl MessageStore {
                 .segments
                 .iter()
                 .filter_map(|(id, s)| match &s.index {
-                    SegIndex::Sealed(x) => Some((*id, s.file.is_some(), x.max_ts)),
+                    SegIndex::Sealed(x) => {
+                        // Outside every dedup window: lookups skip it, so its filter goes.
+                        if x.max_ts < dedup_since_ms {
+                            x.release_filter();
+                        }
+                        Some((*id, s.file.is_some(), x.max_ts))
+                    }
                     SegIndex::Live(_) => None,
                 })
                 .collect();

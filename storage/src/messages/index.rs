@@ -26,6 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::RwLock;
 
 use super::dedup::bucket;
 use super::dedup::Bloom;
@@ -118,7 +119,9 @@ pub struct SealedIndex {
     pub records: u64,
     pub min_ts: u64,
     pub max_ts: u64,
-    bloom: Bloom,
+    /// `None` once the segment is outside every dedup window ([`SealedIndex::release_filter`]):
+    /// a lookup then goes to the file, so dropping it costs speed, never an answer.
+    bloom: RwLock<Option<Bloom>>,
     fanout: Vec<u32>,
     bucket_crc: Vec<u32>,
     dedup_off: u64,
@@ -251,7 +254,7 @@ pub fn write_sealed(
         records: idx.records,
         min_ts: idx.min_ts,
         max_ts: idx.max_ts,
-        bloom,
+        bloom: RwLock::new(Some(bloom)),
         fanout,
         bucket_crc,
         dedup_off,
@@ -312,8 +315,17 @@ pub fn read_sealed(path: &Path, segment: u64) -> Result<(SealedIndex, Vec<(ChatI
             (ChatId::from_bytes(chat), run)
         })
         .collect();
-    let sealed =
-        SealedIndex { path: path.to_path_buf(), file, records, min_ts, max_ts, bloom, fanout, bucket_crc, dedup_off };
+    let sealed = SealedIndex {
+        path: path.to_path_buf(),
+        file,
+        records,
+        min_ts,
+        max_ts,
+        bloom: RwLock::new(Some(bloom)),
+        fanout,
+        bucket_crc,
+        dedup_off,
+    };
     Ok((sealed, runs))
 }
 
@@ -333,8 +345,10 @@ impl SealedIndex {
 
     /// The original this segment holds for `fp`, if any.
     pub fn find(&self, fp: Fingerprint) -> Result<Option<Original>, StorageError> {
-        if !self.bloom.may_contain(fp) {
-            return Ok(None);
+        if let Some(bloom) = self.bloom.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if !bloom.may_contain(fp) {
+                return Ok(None);
+            }
         }
         let b = bucket(fp);
         let (lo, hi) = (self.fanout[b] as u64, self.fanout[b + 1] as u64);
@@ -352,6 +366,17 @@ impl SealedIndex {
         let i = entries.partition_point(|(f, _)| *f < fp);
         // Equal fingerprints: the newest original is the one a window can still hold.
         Ok(entries[i..].iter().take_while(|(f, _)| *f == fp).map(|(_, o)| *o).max_by_key(|o| o.ts_ms))
+    }
+
+    /// Drops the in-memory filter of a segment no dedup window reaches any more (its records
+    /// stay readable), so memory does not grow with the history.
+    pub fn release_filter(&self) {
+        self.bloom.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Whether the in-memory filter is still held.
+    pub fn has_filter(&self) -> bool {
+        self.bloom.read().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     /// The index file, for snapshots (a hard link keeps it when the store drops it).

@@ -277,3 +277,38 @@ fn collect_drops_trimmed_segments_but_keeps_their_keys_for_the_window() {
     assert!(store.find_original(&a, dedup::fingerprint(&a, &sender(), "m3"), 0).unwrap().is_none());
     assert!(store.read(&b, 1400, u64::MAX, usize::MAX, false).unwrap().len() == 100);
 }
+
+#[test]
+fn segments_outside_the_dedup_window_drop_their_filters_but_still_answer() {
+    let d = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(&d.path().join("s"), StorePos::default(), 64 * 1024).unwrap();
+    let a = chat(7);
+    for s in 1..1500u64 {
+        store.append(&[msg(a, s, s, 100)]).unwrap();
+    }
+    store.wait_sealed().unwrap();
+    let filters = |s: &MessageStore| -> (usize, usize) {
+        let inner = s.read_inner();
+        let sealed: Vec<bool> = inner
+            .segments
+            .values()
+            .filter_map(|seg| match &seg.index {
+                SegIndex::Sealed(x) => Some(x.has_filter()),
+                SegIndex::Live(_) => None,
+            })
+            .collect();
+        (sealed.iter().filter(|h| **h).count(), sealed.len())
+    };
+    let (held, sealed) = filters(&store);
+    assert!(sealed > 3 && held == sealed, "{held} of {sealed}");
+    // Every message is kept; the window now starts at time 1000.
+    assert_eq!(store.collect(&|_| 1, 1000).unwrap(), 0);
+    let (held, sealed_after) = filters(&store);
+    assert_eq!(sealed_after, sealed, "kept messages keep their segments");
+    assert!(held < sealed && held > 0, "{held} of {sealed} filters held");
+    // Without its filter a segment is looked up on disk: a wider window still finds the original.
+    let o = store.find_original(&a, dedup::fingerprint(&a, &sender(), "m3"), 0).unwrap();
+    assert_eq!(o.map(|o| o.seq), Some(3));
+    let kept = store.read(&a, 1, u64::MAX, usize::MAX, false).unwrap();
+    assert_eq!(kept.len(), 1499);
+}
