@@ -30,7 +30,7 @@ pub const WS_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes of queued frames past which a WebSocket writes before its flush.
 pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Read buffer of one WebSocket; longer frames grow it while they are read.
-pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+pub const WS_READ_BUFFER_BYTES: usize = 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
