@@ -1,10 +1,12 @@
 //! Retention in the message store: whole segments go once every chat in them is trimmed past
 //! them, their index files once their newest message is older than the dedup window.
 
+use std::collections::HashSet;
 use std::fs;
 
 use super::idx_path;
 use super::seg_path;
+use super::Inner;
 use super::MessageStore;
 use super::SegIndex;
 use crate::error::StorageError;
@@ -18,24 +20,9 @@ impl MessageStore {
     /// old whose messages are kept lose their in-memory dedup filter. Returns the segments whose
     /// records were dropped.
     pub fn collect(&self, floor: &dyn Fn(&ChatId) -> u64, dedup_since_ms: u64) -> Result<u32, StorageError> {
-        let mut live_data: std::collections::HashSet<u64> = std::collections::HashSet::new();
-        let (candidates, active) = {
+        let (candidates, active, live_data) = {
             let inner = self.read_inner();
-            for (chat, runs) in &inner.chats {
-                let f = floor(chat);
-                for r in runs {
-                    let (first, count) = match (&r.sealed, inner.segments.get(&r.segment).map(|s| &s.index)) {
-                        (Some(s), _) => (s.first_seq, u64::from(s.count)),
-                        (None, Some(SegIndex::Live(l))) => {
-                            l.runs.get(chat).map_or((0, 0), |x| (x.first_seq, x.locs.len() as u64))
-                        }
-                        _ => (0, 0),
-                    };
-                    if first + count > f {
-                        live_data.insert(r.segment);
-                    }
-                }
-            }
+            let live_data = live_segments(&inner, floor);
             let candidates: Vec<(u64, bool, u64)> = inner
                 .segments
                 .iter()
@@ -50,7 +37,7 @@ impl MessageStore {
                     SegIndex::Live(_) => None,
                 })
                 .collect();
-            (candidates, inner.active)
+            (candidates, inner.active, live_data)
         };
         let mut dropped = 0;
         for (id, has_records, max_ts) in candidates {
@@ -83,4 +70,25 @@ impl MessageStore {
         }
         Ok(dropped)
     }
+}
+
+/// Segments that hold a message at or above its chat's floor (`floor(chat)`).
+pub(super) fn live_segments(inner: &Inner, floor: &dyn Fn(&ChatId) -> u64) -> HashSet<u64> {
+    let mut live = HashSet::new();
+    for (chat, runs) in &inner.chats {
+        let f = floor(chat);
+        for r in runs {
+            let (first, count) = match (&r.sealed, inner.segments.get(&r.segment).map(|s| &s.index)) {
+                (Some(s), _) => (s.first_seq, u64::from(s.count)),
+                (None, Some(SegIndex::Live(l))) => {
+                    l.runs.get(chat).map_or((0, 0), |x| (x.first_seq, x.locs.len() as u64))
+                }
+                _ => (0, 0),
+            };
+            if first + count > f {
+                live.insert(r.segment);
+            }
+        }
+    }
+    live
 }

@@ -7,7 +7,6 @@
 //! segments whose messages retention trimmed entirely contribute their index file only (their
 //! idempotency keys may still be inside the dedup window).
 
-use std::collections::HashSet;
 use std::fs;
 use std::fs::File;
 use std::io::Write;
@@ -15,10 +14,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::gc::live_segments;
 use super::idx_path;
 use super::seg_path;
 use super::MessageStore;
-use super::SegIndex;
 use super::StorePos;
 use crate::error::StorageError;
 use crate::records::ChatId;
@@ -33,28 +32,6 @@ pub struct StoreCut {
 }
 
 impl MessageStore {
-    /// Segments that hold a message at or above its chat's floor.
-    pub(super) fn live_segments(&self, floor: &dyn Fn(&ChatId) -> u64) -> HashSet<u64> {
-        let inner = self.read_inner();
-        let mut live = HashSet::new();
-        for (chat, runs) in &inner.chats {
-            let f = floor(chat);
-            for r in runs {
-                let (first, count) = match (&r.sealed, inner.segments.get(&r.segment).map(|s| &s.index)) {
-                    (Some(s), _) => (s.first_seq, u64::from(s.count)),
-                    (None, Some(SegIndex::Live(l))) => {
-                        l.runs.get(chat).map_or((0, 0), |x| (x.first_seq, x.locs.len() as u64))
-                    }
-                    _ => (0, 0),
-                };
-                if first + count > f {
-                    live.insert(r.segment);
-                }
-            }
-        }
-        live
-    }
-
     /// The files a snapshot of the store as it is now consists of. Call it between applies.
     /// An active segment of at least a quarter of the segment size is sealed first, so that the
     /// snapshot links it rather than copying it.
@@ -62,8 +39,8 @@ impl MessageStore {
         if self.position().offset >= self.0.segment_bytes / 4 {
             self.rotate()?;
         }
-        let live = self.live_segments(floor);
         let inner = self.read_inner();
+        let live = live_segments(&inner, floor);
         let active = inner.segments.get(&inner.active).and_then(|s| s.file.clone().map(|f| (inner.active, f, s.len)));
         let sealed = inner
             .segments
