@@ -25,12 +25,22 @@ async fn kill_nine_during_appends_seals_and_snapshots_loses_nothing() -> anyhow:
     for round in 0..6u64 {
         // Kill a node while the load runs: mid-apply, mid-seal or mid-snapshot, whichever it is.
         let victim = 1 + round % 3;
+        // Once the victim's store has taken this round's first appends (more of them each
+        // round, so the kill lands at different points of a segment's life).
+        let store = c.data_dir(victim).join("messages");
+        let start = bytes(&store);
+        let grown = start + (64 << 10) * (1 + round);
         let kill = async {
-            tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+            let seen = raftchat_tests::eventually(Duration::from_secs(60), "the victim's store to grow", || async {
+                (bytes(&store) >= grown).then_some(())
+            })
+            .await;
             c.kill(victim);
+            seen
         };
         let tag = format!("k{round}");
-        let (r, ()) = tokio::join!(load_padded(&c, &chats, 600, 16, &tag, 2048), kill);
+        let (r, seen) = tokio::join!(load_padded(&c, &chats, 600, 16, &tag, 2048), kill);
+        seen?;
         all.acks.extend(r.acks);
         all.unknown.extend(r.unknown);
         c.restart(victim)?;
@@ -49,6 +59,11 @@ async fn kill_nine_during_appends_seals_and_snapshots_loses_nothing() -> anyhow:
     }
     check_all(&c, 1, "linearizable", &chats, &all).await?;
     Ok(())
+}
+
+/// Bytes of every file under `dir`.
+fn bytes(dir: &std::path::Path) -> u64 {
+    walk(dir).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
 /// Every file under `dir`.
