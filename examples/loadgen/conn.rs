@@ -75,6 +75,7 @@ fn sent_at(text: &str) -> Option<u64> {
 /// Messages from other users are timed into `stats`.
 pub async fn connect(
     addr: SocketAddr,
+    tls: bool,
     src: Option<IpAddr>,
     token: &str,
     me: Uuid,
@@ -89,12 +90,15 @@ pub async fn connect(
     }
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await??;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{addr}/ws?token={token}");
+    let url = format!("{}://{addr}/ws?token={token}", if tls { "wss" } else { "ws" });
     // Small buffers: a generator with 100,000 connections must not need 128 KiB for each.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::client_async_with_config(url, stream, Some(config)))
-            .await??;
+    let connector = if tls { raftchat_tests::tls::ws_connector() } else { None };
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::client_async_tls_with_config(url, stream, Some(config), connector),
+    )
+    .await??;
     let (mut sink, mut source) = ws.split();
     let (out, mut out_rx) = mpsc::channel::<String>(256);
     let (answer_tx, answers) = mpsc::channel::<Answer>(1024);

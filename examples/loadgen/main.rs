@@ -49,6 +49,9 @@ struct Args {
     /// Measured seconds of each phase (after 2 s of warm-up).
     #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// Run the local cluster with TLS (mutual TLS between nodes, HTTPS and WSS for clients).
+    #[arg(long)]
+    tls: bool,
     /// Message size in bytes.
     #[arg(long, default_value_t = 200)]
     size: usize,
@@ -112,9 +115,14 @@ async fn main() -> anyhow::Result<()> {
             .map(String::from)
             .to_vec();
         let bin = raftchat_tests::release_binary()?;
-        let c =
-            Cluster::start(Opts { binary: Some(bin), data_groups: args.data_groups, extra_args, ..Default::default() })
-                .await?;
+        let c = Cluster::start(Opts {
+            binary: Some(bin),
+            data_groups: args.data_groups,
+            extra_args,
+            secure: args.tls,
+            ..Default::default()
+        })
+        .await?;
         let urls: Vec<String> = c.ids().iter().map(|id| c.url(*id)).collect();
         let pids: Vec<u32> = c.ids().iter().filter_map(|id| c.pid(*id)).collect();
         cluster = Some(c);
@@ -123,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         (args.servers.clone(), report::Procs::default())
     };
     let nodes = urls.iter().map(|u| setup::Node::parse(u)).collect::<anyhow::Result<Vec<_>>>()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = raftchat_tests::tls::http_builder().timeout(Duration::from_secs(30)).build()?;
     let ctx = scenario::Ctx { nodes, procs, http, secs: args.secs.max(1), size: args.size.max(20) };
     eprintln!("loadgen: {} nodes, descriptor limit {nofile}", ctx.nodes.len());
     let rows = match args.scenario {

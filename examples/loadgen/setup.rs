@@ -87,7 +87,15 @@ pub async fn connect_all(
             let (http, stats, bar) = (http.clone(), stats.clone(), bar.clone());
             async move {
                 let token = session(&http, &node, user).await?;
-                let c = crate::conn::connect(node.addr, source_ip(i, total), &token, user, stats).await;
+                let c = crate::conn::connect(
+                    node.addr,
+                    node.url.starts_with("https://"),
+                    source_ip(i, total),
+                    &token,
+                    user,
+                    stats,
+                )
+                .await;
                 if let Some(b) = &bar {
                     b.inc(1);
                 }

@@ -54,7 +54,7 @@ async fn answer(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Value
 
 impl Client {
     pub fn new(token: String, timeout: Duration) -> anyhow::Result<Client> {
-        let http = reqwest::Client::builder()
+        let http = raftchat_tests::tls::http_builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_millis(1000))
             .pool_max_idle_per_host(4)

@@ -36,6 +36,9 @@ pub struct DbOpts {
     /// Run each node in its own network namespace; partitions are iptables rules
     /// ([`crate::net::netns`]) instead of proxy rules.
     pub netns: bool,
+    /// TLS on: mutual TLS between nodes (through the link proxies, which forward it untouched)
+    /// and HTTPS/WSS for clients, with certificates from the test CA.
+    pub tls: bool,
 }
 
 struct NodeProc {
@@ -132,7 +135,18 @@ impl Db {
             });
         }
         let peers = nodes.iter().map(|n| format!("{}={}", n.id, n.raft_advertise)).collect::<Vec<_>>().join(",");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        if opts.tls {
+            let ca = raftchat_tests::tls::ca(&opts.binary)?;
+            for n in &nodes {
+                let ip = n.http.rsplit_once(':').map(|(ip, _)| ip.to_string()).unwrap_or_default();
+                raftchat_tests::tls::node_certs_for(&opts.binary, ca, &opts.dir, n.id, &[ip])?;
+            }
+        }
+        let http = match raftchat_tests::tls::admin_builder().filter(|_| opts.tls) {
+            Some(b) => b,
+            None => raftchat_tests::tls::http_builder(),
+        };
+        let http = http.timeout(Duration::from_secs(10)).build()?;
         let mut mounts = Vec::new();
         if opts.lazyfs {
             for n in &nodes {
@@ -152,6 +166,14 @@ impl Db {
         Ok(db)
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.opts.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn ids(&self) -> Vec<u64> {
         (1..=self.opts.nodes).collect()
     }
@@ -162,12 +184,12 @@ impl Db {
 
     /// The node's HTTP address, direct (no fault proxy).
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.node(id).http)
+        format!("{}://{}", self.scheme(), self.node(id).http)
     }
 
     /// The node's HTTP address as clients reach it, through the client proxy.
     pub fn client_url(&self, id: u64) -> String {
-        format!("http://{}", self.client_proxies[id as usize - 1].addr)
+        format!("{}://{}", self.scheme(), self.client_proxies[id as usize - 1].addr)
     }
 
     pub fn pid(&self, id: u64) -> Option<u32> {
@@ -200,6 +222,14 @@ impl Db {
             .args(["--listen", &n.http, "--advertise", &n.http])
             .args(["--raft-listen", &n.raft, "--raft-advertise", &n.raft_advertise])
             .args(["--peers", &self.peers, "--internal-api"])
+            .args(if o.tls {
+                vec!["--certs-dir".to_string(), o.dir.join(format!("certs-{id}")).to_string_lossy().into_owned()]
+            } else if self.netns.is_some() {
+                // Namespace addresses are not loopback: plain HTTP there is an explicit choice.
+                vec!["--insecure".to_string()]
+            } else {
+                Vec::new()
+            })
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(["--data-groups", &o.data_groups.to_string()])

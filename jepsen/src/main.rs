@@ -77,6 +77,9 @@ struct TestArgs {
     /// (a network namespace per node and iptables DROP rules; root).
     #[arg(long, default_value = "proxy")]
     net: String,
+    /// Run the nodes with TLS: mutual TLS between them, HTTPS and WSS for clients.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn faults(names: &[String]) -> anyhow::Result<Vec<Fault>> {
@@ -125,6 +128,7 @@ fn opts(a: &TestArgs, label: &str) -> anyhow::Result<TestOpts> {
         logs_kept: a.logs_kept,
         data_groups: a.data_groups,
         netns,
+        tls: a.tls,
     })
 }
 

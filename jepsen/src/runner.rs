@@ -40,6 +40,8 @@ pub struct TestOpts {
     pub data_groups: u32,
     /// Node-to-node partitions with network namespaces and iptables instead of proxies.
     pub netns: bool,
+    /// TLS between nodes and for clients (certificates from a test CA).
+    pub tls: bool,
 }
 
 /// What a run concluded.
@@ -79,6 +81,7 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
             dir: o.out.join("nodes"),
             lazyfs: o.faults.contains(&Fault::LostWrites) && Fault::LostWrites.unsupported().is_none(),
             netns: o.netns,
+            tls: o.tls,
         })
         .await?,
     );

@@ -91,7 +91,10 @@ pub async fn run(
             results.push(CaseResult { name, passed: true, skipped: Some(why), detail: String::new() });
             continue;
         }
-        let opts = TestOpts { faults: vec![f], out: out.join(&name), ..base.clone() };
+        // Partitions run with TLS on: mutual TLS between nodes through the fault proxies, HTTPS and
+        // WSS for the clients; the other nemeses run in plain text.
+        let tls = base.tls || f == Fault::Partition;
+        let opts = TestOpts { faults: vec![f], out: out.join(&name), tls, ..base.clone() };
         results.push(judge_valid(name, crate::runner::run(opts).await?));
     }
     // Partitions once more the way Jepsen makes them, where root allows.

@@ -152,6 +152,7 @@ impl Node {
             api_addr: config.api_advertise.clone(),
             raft_addr: raft_addr.clone(),
             source_ip: Some(bound.ip()).filter(|ip| !ip.is_unspecified()),
+            tls: config.peer_tls.clone(),
         };
         let (layout_tx, _) = watch::channel(None);
         let snapshot_throttle = Arc::new(crate::throttle::Throttle::new(config.snapshot_send_bytes_per_sec));

@@ -362,6 +362,7 @@ pub async fn read_local(
     }
     execute(&g.state, query).map_err(|e| match e {
         QueryError::NoSuchChat => AppError::NoSuchChat,
+        QueryError::Reserved => AppError::Unknown(e.to_string()),
         QueryError::Storage(s) => AppError::Unavailable(format!("storage: {s}")),
     })
 }
@@ -370,8 +371,20 @@ pub async fn read_local(
 pub enum QueryError {
     #[error("no such chat")]
     NoSuchChat,
+    /// The cluster layout (and its token secret) is never answered to a query.
+    #[error("the replicated keys under meta/ are not readable through queries")]
+    Reserved,
     #[error(transparent)]
     Storage(#[from] raftchat_storage::StorageError),
+}
+
+/// Keys no query answers: the cluster layout, which holds the session-token secret. A node
+/// reads its own layout from its own replica; nothing asks another node for it.
+const RESERVED_PREFIX: &[u8] = b"meta/";
+
+/// Whether a scan of `prefix` could reach a reserved key.
+fn covers_reserved(prefix: &[u8]) -> bool {
+    prefix.starts_with(RESERVED_PREFIX) || RESERVED_PREFIX.starts_with(prefix)
 }
 
 /// Answers a query from a group's applied state.
@@ -397,7 +410,11 @@ pub fn execute(state: &raftchat_storage::chat_store::GroupState, query: &ReadQue
             state.chat(chat)?.ok_or(QueryError::NoSuchChat)?;
             Ok(ReadResult::Member(state.member(chat, user)?))
         }
+        ReadQuery::Key { key } if key.starts_with(RESERVED_PREFIX) => Err(QueryError::Reserved),
         ReadQuery::Key { key } => Ok(ReadResult::Key(state.kv_get(key)?)),
+        ReadQuery::KeyPrefix { prefix, .. } | ReadQuery::KeysAfter { prefix, .. } if covers_reserved(prefix) => {
+            Err(QueryError::Reserved)
+        }
         ReadQuery::KeyPrefix { prefix, limit } => Ok(ReadResult::Keys(state.kv_scan(prefix, None, *limit as usize)?)),
         ReadQuery::KeysAfter { prefix, after, limit } => {
             Ok(ReadResult::Keys(state.kv_scan(prefix, Some(after), *limit as usize)?))
@@ -418,6 +435,22 @@ pub fn execute(state: &raftchat_storage::chat_store::GroupState, query: &ReadQue
                 }
             }
             Ok(ReadResult::ChatsPastCursor { chats, next })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_and_its_secret_are_out_of_every_query() {
+        assert!(crate::meta::LAYOUT_KEY.starts_with(RESERVED_PREFIX));
+        for p in [&b""[..], b"m", b"meta", b"meta/", b"meta/layout"] {
+            assert!(covers_reserved(p), "{p:?}");
+        }
+        for p in [&b"un/"[..], b"mr/", b"metab", b"n"] {
+            assert!(!covers_reserved(p), "{p:?}");
         }
     }
 }

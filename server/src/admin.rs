@@ -25,6 +25,13 @@ pub struct AdminArgs {
     /// The nodes' admin token (their --admin-token), sent as `Authorization: Bearer`.
     #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
+    /// Certificates directory: `ca.crt` to trust the nodes' HTTPS, and `client.crt` and
+    /// `client.key` (from `raftchat cert create-client`) to authenticate as an administrator.
+    #[arg(long, env = "RAFTCHAT_CERTS_DIR")]
+    certs_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -79,11 +86,23 @@ enum Verb {
     },
 }
 
+/// A node's client URL from its advertised address, with the scheme of `server` (the URL the
+/// operator gave): every node of a cluster serves clients the same way.
+pub fn url_of(server: &str, addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        return addr.to_string();
+    }
+    let scheme = if server.starts_with("https://") { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
 /// Where and how the admin CLI talks to the cluster.
 pub struct Admin {
     pub server: String,
     pub token: Option<String>,
     pub json: bool,
+    /// From `--certs-dir`: the cluster CA to trust, and the admin client certificate if present.
+    pub tls: Option<rustls::ClientConfig>,
 }
 
 impl Admin {
@@ -96,14 +115,32 @@ impl Admin {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        Ok(reqwest::Client::builder().timeout(timeout).default_headers(headers).build()?)
+        let mut b = reqwest::Client::builder().timeout(timeout).default_headers(headers);
+        if let Some(config) = &self.tls {
+            b = b.use_preconfigured_tls(config.clone());
+        }
+        Ok(b.build()?)
     }
 }
 
 pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.output == "table" || args.output == "json", "--output must be table or json");
-    let a =
-        Admin { server: args.server.trim_end_matches('/').to_string(), token: args.token, json: args.output == "json" };
+    let token = match (args.token, &args.token_file) {
+        (Some(_), Some(_)) => anyhow::bail!("give --token or --token-file, not both"),
+        (Some(t), None) => Some(t),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the admin token from {}", f.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let tls = match &args.certs_dir {
+        Some(dir) => Some(admin_tls(dir)?),
+        None => None,
+    };
+    let a = Admin { server: args.server.trim_end_matches('/').to_string(), token, json: args.output == "json", tls };
     let http = a.client(Duration::from_secs(3))?;
     match args.verb {
         Verb::Status => {
@@ -127,9 +164,34 @@ pub async fn admin_main(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// TLS for the admin CLI from a certificates directory: trust the cluster CA; with `client.crt`
+/// and `client.key`, present them (offering the admin protocol, so the node asks for them).
+fn admin_tls(dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use raftchat_raft::transport::tls;
+    let ca = crate::tls::load::certs(&dir.join(crate::tls::CA_CERT))?;
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(tls::roots(&ca)?);
+    let (cert, key) = (dir.join(crate::tls::CLIENT_CERT), dir.join(crate::tls::CLIENT_KEY));
+    if !cert.exists() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let chain = crate::tls::load::certs(&cert)?;
+    let key = crate::tls::load::key(&key)?;
+    let mut config = builder.with_client_auth_cert(chain, key).context("client.crt and client.key do not match")?;
+    config.alpn_protocols = vec![crate::tls::ADMIN_ALPN.to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let r = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
-    anyhow::ensure!(r.status().is_success(), "GET {url}: {}", r.status());
+    let status = r.status();
+    if !status.is_success() {
+        let body: Value = r.json().await.unwrap_or_default();
+        let why = body["error"]["message"].as_str().unwrap_or("");
+        anyhow::bail!("GET {url}: {status} {why}");
+    }
     Ok(r.json().await?)
 }
 
@@ -142,7 +204,7 @@ pub(crate) async fn status(http: &reqwest::Client, server: &str) -> anyhow::Resu
     for n in &nodes {
         let id = n["nodeId"].as_u64().unwrap_or(0);
         let addr = n["apiAddr"].as_str().unwrap_or("");
-        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let url = url_of(server, addr);
         node_status.insert(id, get(http, &format!("{url}/internal/v1/status")).await.ok());
     }
     let up = |id: u64| node_status.get(&id).is_some_and(|s| s.is_some());

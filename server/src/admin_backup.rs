@@ -73,12 +73,8 @@ pub struct BackupFile {
     pub sections: Vec<Section>,
 }
 
-fn url_of(addr: &str) -> String {
-    if addr.starts_with("http") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+fn url_of(a: &Admin, addr: &str) -> String {
+    crate::admin::url_of(&a.server, addr)
 }
 
 pub async fn backup(a: &Admin, out: &Path) -> anyhow::Result<()> {
@@ -87,7 +83,7 @@ pub async fn backup(a: &Admin, out: &Path) -> anyhow::Result<()> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["nodeId"].as_u64()?, url_of(n["apiAddr"].as_str()?))))
+        .filter_map(|n| Some((n["nodeId"].as_u64()?, url_of(a, n["apiAddr"].as_str()?))))
         .collect();
     let groups: Vec<(u32, Vec<u64>)> = report["groups"]
         .as_array()

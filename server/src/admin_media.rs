@@ -62,7 +62,7 @@ pub async fn media(a: &Admin, verb: MediaVerb) -> anyhow::Result<()> {
     for n in cluster["nodes"].as_array().into_iter().flatten() {
         let id = n["nodeId"].as_u64().unwrap_or(0);
         let addr = n["apiAddr"].as_str().unwrap_or("");
-        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let url = crate::admin::url_of(&a.server, addr);
         let list = call(http.get(format!("{url}/internal/v1/admin/media")), &format!("listing node {id}")).await;
         if let Err(e) = &list {
             eprintln!("node {id}: {e:#}");

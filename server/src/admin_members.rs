@@ -117,8 +117,7 @@ pub fn plan_leaders(groups: &[(u64, Option<u64>, Vec<u64>)], nodes: &[u64]) -> V
 }
 
 async fn balance_leaders(http: &reqwest::Client, server: &str, json_out: bool) -> anyhow::Result<()> {
-    let short = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-    let report = crate::admin::status(&short, server).await?;
+    let report = crate::admin::status(http, server).await?;
     let groups: Vec<(u64, Option<u64>, Vec<u64>)> = report["groups"]
         .as_array()
         .into_iter()
@@ -153,11 +152,11 @@ async fn balance_leaders(http: &reqwest::Client, server: &str, json_out: bool) -
 /// node and on a down node would have no quorum for its change.
 async fn preflight_all_up(http: &reqwest::Client, server: &str, leaving: u64) -> anyhow::Result<()> {
     let cluster = call(http.get(format!("{server}/internal/v1/cluster")), "reading the cluster").await?;
-    let short = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let short = http;
     for n in cluster["nodes"].as_array().into_iter().flatten() {
         let id = n["nodeId"].as_u64().unwrap_or(0);
         let addr = n["apiAddr"].as_str().unwrap_or("");
-        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let url = crate::admin::url_of(server, addr);
         let up = matches!(short.get(format!("{url}/livez")).send().await, Ok(r) if r.status().is_success());
         anyhow::ensure!(
             up || id == leaving,
@@ -212,8 +211,9 @@ async fn run_moves(http: &reqwest::Client, server: &str, exclude: Option<u64>, j
 }
 
 /// The client URL of node `id`, from the cluster layout.
-async fn node_url(server: &str, id: u64) -> anyhow::Result<String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+async fn node_url(a: &Admin, id: u64) -> anyhow::Result<String> {
+    let server = &a.server;
+    let http = a.client(Duration::from_secs(10))?;
     let cluster = call(http.get(format!("{server}/internal/v1/cluster")), "reading the cluster").await?;
     let addr = cluster["nodes"]
         .as_array()
@@ -222,12 +222,12 @@ async fn node_url(server: &str, id: u64) -> anyhow::Result<String> {
         .find(|n| n["nodeId"].as_u64() == Some(id))
         .and_then(|n| n["apiAddr"].as_str().map(str::to_string))
         .ok_or_else(|| anyhow::anyhow!("node {id} is not a member"))?;
-    Ok(if addr.starts_with("http") { addr } else { format!("http://{addr}") })
+    Ok(crate::admin::url_of(server, &addr))
 }
 
 pub async fn drain(a: &Admin, node: u64, on: bool) -> anyhow::Result<()> {
     let (json_out, http) = (a.json, a.client(MOVE_TIMEOUT)?);
-    let url = node_url(&a.server, node).await?;
+    let url = node_url(a, node).await?;
     let req = http.post(format!("{url}/internal/v1/admin/drain")).json(&json!({ "on": on }));
     let v = call(req, &format!("draining node {node}")).await?;
     if json_out {

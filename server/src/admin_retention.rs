@@ -89,7 +89,7 @@ async fn sweep(a: &Admin, http: &reqwest::Client) -> anyhow::Result<()> {
     for n in cluster["nodes"].as_array().into_iter().flatten() {
         let id = n["nodeId"].as_u64().unwrap_or(0);
         let addr = n["apiAddr"].as_str().unwrap_or("");
-        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let url = crate::admin::url_of(&a.server, addr);
         match call(http.post(format!("{url}/internal/v1/admin/retention/sweep")), &format!("sweeping on node {id}"))
             .await
         {

@@ -60,6 +60,38 @@ pub fn issue_token(secret: &[u8], user: Uuid, expires_ms: u64) -> Result<String,
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
+/// A signed media URL's `sig`: lets `user` fetch media `sha` until `expires_ms` without the
+/// session token in the URL (an `<img src>` cannot send a header). Bound to the user, the
+/// media and the expiry: a leaked URL shows that one file for a short while.
+pub fn media_signature(secret: &[u8], user: Uuid, sha: &[u8; 32], expires_ms: u64) -> String {
+    let mut buf = Vec::with_capacity(40);
+    buf.extend_from_slice(user.as_bytes());
+    buf.extend_from_slice(&expires_ms.to_be_bytes());
+    let mac = hmac_sha256(secret, &[b"raftchat media url v1", &buf, sha]);
+    buf.extend_from_slice(&mac[..16]);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The user a media signature was made for, if it is valid for `sha` at `now_ms`.
+pub fn check_media_signature(secret: &[u8], sig: &str, sha: &[u8; 32], now_ms: u64) -> Result<Uuid, TokenError> {
+    let raw = URL_SAFE_NO_PAD.decode(sig.trim()).map_err(|_| TokenError::Malformed)?;
+    if raw.len() != 40 {
+        return Err(TokenError::Malformed);
+    }
+    let user = Uuid::from_slice(&raw[..16]).map_err(|_| TokenError::Malformed)?;
+    let mut exp = [0u8; 8];
+    exp.copy_from_slice(&raw[16..24]);
+    let expires_ms = u64::from_be_bytes(exp);
+    let expected = media_signature(secret, user, sha, expires_ms);
+    if !crate::http::constant_time_eq(expected.as_bytes(), sig.trim().as_bytes()) {
+        return Err(TokenError::BadSignature);
+    }
+    if expires_ms <= now_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(user)
+}
+
 /// Returns the user of a valid, unexpired token.
 pub fn check_token(secret: &[u8], token: &str, now_ms: u64) -> Result<Uuid, TokenError> {
     let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| TokenError::Malformed)?;
@@ -95,6 +127,24 @@ mod tests {
         bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
         assert!(check_token(s, std::str::from_utf8(&bad).unwrap(), 1).is_err());
         assert_eq!(check_token(s, "not a token", 1), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn media_signatures_bind_user_media_and_expiry() {
+        let s = b"secret-secret-secret-secret-1234";
+        let (u, sha) = (Uuid::new_v4(), [7u8; 32]);
+        let sig = media_signature(s, u, &sha, 10_000);
+        assert_eq!(check_media_signature(s, &sig, &sha, 9_999), Ok(u));
+        assert_eq!(check_media_signature(s, &sig, &sha, 10_000), Err(TokenError::Expired));
+        assert_eq!(check_media_signature(s, &sig, &[8u8; 32], 1), Err(TokenError::BadSignature));
+        assert_eq!(
+            check_media_signature(b"other-secret-other-secret-123456", &sig, &sha, 1),
+            Err(TokenError::BadSignature)
+        );
+        // Another user's id with this signature's MAC does not pass.
+        let mut raw = URL_SAFE_NO_PAD.decode(&sig).unwrap();
+        raw[0] ^= 1;
+        assert!(check_media_signature(s, &URL_SAFE_NO_PAD.encode(raw), &sha, 1).is_err());
     }
 
     #[test]

@@ -145,6 +145,30 @@ pub struct NodeArgs {
     /// `Authorization: Bearer <token>`. Without it, the admin API is served only with --internal-api.
     #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Certificates directory (`ca.crt`, `node.crt`, `node.key`; see `raftchat cert`): mutual
+    /// TLS between nodes and HTTPS/WSS for clients.
+    #[arg(long, env = "RAFTCHAT_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Run without TLS: peers unauthenticated, clients over plain HTTP. Needed to run without
+    /// --certs-dir on any address but loopback.
+    #[arg(long, env = "RAFTCHAT_INSECURE")]
+    #[serde(default)]
+    pub insecure: bool,
+    /// With --certs-dir, serve clients over plain HTTP anyway (peers keep mutual TLS); on loopback
+    /// only, unless --insecure.
+    #[arg(long, env = "RAFTCHAT_PLAIN_HTTP")]
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Serve /metrics without admin credentials (for a Prometheus on a private network).
+    #[arg(long, env = "RAFTCHAT_PUBLIC_METRICS")]
+    #[serde(default)]
+    pub public_metrics: bool,
+    /// File holding the admin token (instead of --admin-token, which is visible in ps).
+    #[arg(long, env = "RAFTCHAT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the push signature key (instead of --push-secret).
+    #[arg(long, env = "RAFTCHAT_PUSH_SECRET_FILE")]
+    pub push_secret_file: Option<PathBuf>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "RAFTCHAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -200,6 +224,11 @@ pub struct NodeConfig {
     pub failure_detect_ms: u64,
     pub internal_api: bool,
     pub admin_token: Option<String>,
+    /// TLS settings from --certs-dir; `None`: insecure.
+    pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
+    /// Clients over plain HTTP even with `tls` (peers keep mutual TLS).
+    pub plain_http: bool,
+    pub public_metrics: bool,
     pub media: crate::media::MediaConfig,
     pub push: crate::push::PushConfig,
     /// Deliberate bugs to enable (see `raftchat_storage::unsafe_knobs`).
@@ -227,7 +256,10 @@ impl NodeArgs {
             logs_kept,
             max_text_bytes,
             log_format,
-            admin_token
+            admin_token,
+            certs_dir,
+            admin_token_file,
+            push_secret_file
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
@@ -236,6 +268,9 @@ impl NodeArgs {
         merge!(self, file, media_max_mib, media_grace_secs, media_repair_secs);
         merge!(self, file, push_webhook, push_secret, push_max_attempts, push_retry_base_ms, push_retry_max_ms);
         self.internal_api |= file.internal_api;
+        self.insecure |= file.insecure;
+        self.plain_http |= file.plain_http;
+        self.public_metrics |= file.public_metrics;
         Ok(self)
     }
 
@@ -301,16 +336,27 @@ impl NodeArgs {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError::Invalid(format!("log format must be text or json, not {log_format:?}")));
         }
-        if let Some(t) = &self.admin_token {
+        let admin_token = secret(self.admin_token, self.admin_token_file.as_deref(), "admin token")?;
+        let push_secret = secret(self.push_secret, self.push_secret_file.as_deref(), "push secret")?;
+        if let Some(t) = &admin_token {
             if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ConfigError::Invalid(
                     "the admin token must be at least 16 printable ASCII characters without spaces".into(),
                 ));
             }
         }
+        let tls = match &self.certs_dir {
+            Some(dir) => Some(
+                crate::tls::NodeTls::load(dir, &core.cluster_id, core.node_id)
+                    .map_err(|e| ConfigError::Invalid(format!("--certs-dir {}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        check_exposure(&listen, &core.raft_listen, tls.is_some(), self.plain_http, self.internal_api, self.insecure)?;
+        core.peer_tls = tls.as_ref().map(|t| t.peer.clone());
         let push = push_config(
             self.push_webhook,
-            self.push_secret,
+            push_secret,
             self.push_max_attempts,
             self.push_retry_base_ms,
             self.push_retry_max_ms,
@@ -331,7 +377,10 @@ impl NodeArgs {
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
             internal_api: self.internal_api,
-            admin_token: self.admin_token,
+            admin_token,
+            plain_http: self.plain_http || tls.is_none(),
+            tls,
+            public_metrics: self.public_metrics,
             media: crate::media::MediaConfig {
                 max_bytes: self.media_max_mib.unwrap_or(100).max(1).saturating_mul(1024 * 1024),
                 grace: std::time::Duration::from_secs(self.media_grace_secs.unwrap_or(86_400)),
@@ -342,6 +391,56 @@ impl NodeArgs {
     }
 }
 
+/// A secret from its flag or its file (trailing newline dropped), not both.
+fn secret(flag: Option<String>, file: Option<&Path>, what: &str) -> Result<Option<String>, ConfigError> {
+    match (flag, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!("give the {what} as a flag or as a file, not both"))),
+        (Some(v), None) => Ok(Some(v)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read the {what} from {}: {e}", path.display())))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+        }
+    }
+}
+
+/// Whether `addr` (host:port) is on the loopback interface.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
+    }
+}
+
+/// Refuses to expose an unauthenticated surface beyond loopback unless --insecure says so.
+fn check_exposure(
+    listen: &str,
+    raft_listen: &str,
+    tls: bool,
+    plain_http: bool,
+    internal_api: bool,
+    insecure: bool,
+) -> Result<(), ConfigError> {
+    if insecure {
+        return Ok(());
+    }
+    let local = is_loopback(listen) && is_loopback(raft_listen);
+    if !tls && !local {
+        return Err(ConfigError::Invalid(format!(
+            "refusing to listen on {listen} and {raft_listen} without TLS: give --certs-dir (see `raftchat cert`), \
+             or --insecure to run with unauthenticated peers and plain HTTP"
+        )));
+    }
+    if (plain_http || internal_api) && !is_loopback(listen) {
+        let what = if internal_api { "--internal-api (no authentication)" } else { "--plain-http" };
+        return Err(ConfigError::Invalid(format!(
+            "refusing {what} on {listen}, which is not loopback; add --insecure to run it anyway"
+        )));
+    }
+    Ok(())
+}
+
 fn push_config(
     webhook: Option<String>,
     secret: Option<String>,
@@ -350,10 +449,8 @@ fn push_config(
     max_ms: Option<u64>,
 ) -> Result<crate::push::PushConfig, ConfigError> {
     if let Some(url) = &webhook {
-        if !url.starts_with("http://") {
-            return Err(ConfigError::Invalid(format!(
-                "--push-webhook {url:?}: only http:// URLs are supported (terminate TLS in a local proxy)"
-            )));
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(ConfigError::Invalid(format!("--push-webhook {url:?}: needs an http:// or https:// URL")));
         }
         if secret.as_ref().is_none_or(|s| s.len() < 16) {
             return Err(ConfigError::Invalid("--push-webhook needs --push-secret of at least 16 characters".into()));
@@ -456,6 +553,13 @@ mod tests {
         assert_eq!(c.core.cluster_id, "flagc");
         assert_eq!(c.listen, "127.0.0.1:9000");
         assert_eq!(c.core.data_groups, 3);
+        std::fs::write(&f, "bogus-key = 1\n").unwrap();
+        assert!(NodeArgs { config: Some(f.clone()), ..Default::default() }.with_file().is_err());
+        std::fs::write(&f, "listen = \"0.0.0.0:9000\"\n").unwrap();
+        let e = NodeArgs { config: Some(f.clone()), ..Default::default() }.with_file().unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("--certs-dir"), "{e}");
+        let c = NodeArgs { config: Some(f.clone()), insecure: true, ..Default::default() }.with_file().unwrap();
+        assert!(c.resolve().unwrap().tls.is_none());
         std::fs::write(&f, "bogus-key = 1\n").unwrap();
         assert!(NodeArgs { config: Some(f), ..Default::default() }.with_file().is_err());
     }

@@ -13,6 +13,7 @@
 //! - [`presence`]: the gossiped presence table, typing indicators.
 //! - [`metrics`]: `/metrics` for Prometheus.
 //! - [`auth`]: password hashes and session tokens.
+//! - [`tls`]: certificates (`raftchat cert`), the HTTPS listener, certificate reload.
 
 mod admin;
 mod admin_backup;
@@ -32,6 +33,7 @@ mod presence;
 mod push;
 mod run;
 mod service;
+mod tls;
 mod ws;
 
 #[global_allocator]
@@ -55,6 +57,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Administer a running cluster through any node.
     Admin(admin::AdminArgs),
+    /// Create and list the cluster CA and node and client certificates.
+    Cert(tls::cli::CertArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => run::node_main(*args).await,
             Command::Dev(args) => dev::dev_main(args).await,
             Command::Admin(args) => admin::admin_main(args).await,
+            Command::Cert(args) => tls::cli::cert_main(args),
         }
     });
     match res {

@@ -57,6 +57,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
             "unsafe knobs were already set in this process"
         );
     }
+    private_dir(&cfg.core.data_dir)?;
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let http_addr = listener.local_addr()?;
@@ -97,7 +98,14 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
     };
     let blobs = raftchat_storage::blobs::BlobStore::open(&cfg.core.data_dir)
         .with_context(|| format!("cannot open the media store in {}", cfg.core.data_dir.display()))?;
-    let media = crate::media::Media::start(Arc::new(blobs), service.clone(), cfg.media.clone(), shutdown.clone());
+    let peers_http = crate::tls::client::NodeHttp { tls: if cfg.plain_http { None } else { cfg.tls.clone() } };
+    let media = crate::media::Media::start(
+        Arc::new(blobs),
+        service.clone(),
+        cfg.media.clone(),
+        crate::media::peer::PeerClient::new(&peers_http),
+        shutdown.clone(),
+    );
     let push = crate::push::Push::new(service.clone(), presence.clone(), cfg.push.clone());
     tokio::spawn(push.clone().run(shutdown.clone()));
     let state = http::AppState {
@@ -111,25 +119,42 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         metrics,
         media,
         push,
+        https: !cfg.plain_http,
+        peers_http: peers_http.clone(),
+        admin_token: cfg.admin_token.clone(),
     };
-    let app = http::routes(state, cfg.internal_api, cfg.admin_token.clone());
-    let mut sd = shutdown.clone();
-    let server = tokio::spawn(async move {
-        // Chat frames are small and latency-bound: no Nagle delay on client sockets.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = sd.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(cause = %e, "http server failed");
-        }
-    });
-    tracing::info!(node = node.id(), http = %http_addr, raft = %node.raft_addr(), "node serving");
+    let access = http::Access {
+        internal_api: cfg.internal_api,
+        admin_token: cfg.admin_token.clone(),
+        public_metrics: cfg.public_metrics,
+    };
+    let app = http::routes(state, access);
+    if let Some(tls) = &cfg.tls {
+        tokio::spawn(crate::tls::reload::watch(tls.clone(), shutdown.clone()));
+    }
+    let client_tls = if cfg.plain_http { None } else { cfg.tls.clone() };
+    let server = tokio::spawn(crate::tls::serve::serve(listener, app, client_tls, shutdown.clone()));
+    let scheme = if cfg.plain_http { "http" } else { "https" };
+    let peers = if cfg.tls.is_some() { "mutual TLS" } else { "plain TCP, unauthenticated (insecure)" };
+    tracing::info!(node = node.id(), http = %format!("{scheme}://{http_addr}"), raft = %node.raft_addr(), %peers, "node serving");
+    if cfg.tls.is_none() {
+        tracing::warn!(
+            "running without TLS: any process that reaches the Raft port is treated as a peer; give --certs-dir"
+        );
+    }
     Ok(RunningNode { node, http_addr, server })
+}
+
+/// The data directory, created (or narrowed to) mode 0700: only the node's user reads its data.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    crate::tls::certs::create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 impl RunningNode {

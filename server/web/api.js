@@ -1,5 +1,5 @@
 // REST calls to the cluster. Every node serves the API; when the node in use stops answering,
-// calls move on to the next one (the list comes from GET /internal/v1/cluster).
+// calls move on to the next one (the list comes from GET /api/v1/nodes).
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -24,10 +24,9 @@ export class Api {
   /// Learns every node's address; the page's own node stays first.
   async discover() {
     try {
-      const r = await fetch(`${this.base()}/internal/v1/cluster`);
+      const r = await fetch(`${this.base()}/api/v1/nodes`);
       const v = await r.json();
-      for (const n of v.nodes || []) {
-        const url = n.apiAddr.startsWith('http') ? n.apiAddr : `http://${n.apiAddr}`;
+      for (const url of v.nodes || []) {
         if (!this.nodes.includes(url)) this.nodes.push(url);
       }
     } catch (_) {
@@ -142,7 +141,16 @@ export class Api {
     throw lastError;
   }
 
-  mediaUrl(mediaId) {
-    return `${this.base()}/api/v1/media/${mediaId}?token=${encodeURIComponent(this.token)}`;
+  /// A signed URL for an <img> or <video> (they cannot send the token header); kept until
+  /// shortly before it expires.
+  async mediaUrl(mediaId) {
+    this.links = this.links || new Map();
+    const cached = this.links.get(mediaId);
+    if (cached && cached.expiresAt - Date.now() > 5 * 60 * 1000) return cached.url;
+    const v = await this.call('POST', `/media/${encodeURIComponent(mediaId)}/link`);
+    const link = { url: `${this.base()}${v.url}`, expiresAt: v.expiresAt };
+    if (this.links.size > 500) this.links.clear();
+    this.links.set(mediaId, link);
+    return link.url;
   }
 }

@@ -34,10 +34,11 @@ export class Socket {
 
   connect() {
     if (this.closed) return;
-    const url = `${this.api.base().replace(/^http/, 'ws')}/ws?token=${encodeURIComponent(this.api.token)}`;
+    // The token rides in the subprotocol header, not in the URL (which ends up in logs).
+    const url = `${this.api.base().replace(/^http/, 'ws')}/ws`;
     this.onState(this.failures === 0 ? 'connecting' : 'reconnecting', this.api.base());
     let opened = false;
-    const ws = new WebSocket(url);
+    const ws = new WebSocket(url, ['raftchat', `bearer.${this.api.token}`]);
     this.ws = ws;
     ws.onopen = () => {
       opened = true;

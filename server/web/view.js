@@ -81,26 +81,33 @@ const mediaNodes = new Map();
 const MEDIA_NODES_MAX = 200;
 
 function mediaNode(api, m) {
-  const url = api.mediaUrl(m.media.mediaId);
-  const key = `${m.type} ${url}`;
+  const key = `${m.type} ${api.base()} ${m.media.mediaId}`;
   let node = mediaNodes.get(key);
   if (!node) {
-    node = newMediaNode(url, m);
+    node = newMediaNode(m);
+    // The source is a signed URL (the session token never goes into a URL).
+    api.mediaUrl(m.media.mediaId).then((url) => setMediaUrl(node, url), () => {});
     if (mediaNodes.size >= MEDIA_NODES_MAX) mediaNodes.delete(mediaNodes.keys().next().value);
     mediaNodes.set(key, node);
   }
   return node;
 }
 
-function newMediaNode(url, m) {
+function setMediaUrl(node, url) {
+  if (node.tagName === 'A') node.href = url;
+  const inner = node.tagName === 'A' ? node.querySelector('img') : node;
+  if (inner) inner.src = url;
+}
+
+function newMediaNode(m) {
   if (m.type === 'image') {
-    const img = el('img', { src: url, alt: m.media.name, loading: 'lazy', class: 'media-image' });
+    const img = el('img', { alt: m.media.name, loading: 'lazy', class: 'media-image' });
     if (m.media.width && m.media.height) Object.assign(img, { width: Math.min(320, m.media.width) });
-    return el('a', { href: url, target: '_blank', rel: 'noopener' }, img);
+    return el('a', { target: '_blank', rel: 'noopener' }, img);
   }
-  if (m.type === 'video') return el('video', { src: url, controls: true, preload: 'metadata', class: 'media-video' });
+  if (m.type === 'video') return el('video', { controls: true, preload: 'metadata', class: 'media-video' });
   const kb = Math.max(1, Math.round(m.media.size / 1024));
-  return el('a', { href: url, download: m.media.name, class: 'media-file', text: `${m.media.name} (${kb} KiB)` });
+  return el('a', { download: m.media.name, class: 'media-file', text: `${m.media.name} (${kb} KiB)` });
 }
 
 const TICKS = { pending: '○', sent: '✓', delivered: '✓✓', read: '✓✓' };

@@ -57,7 +57,7 @@ pub struct Session {
 
 impl Api {
     pub fn new(base: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap_or_default();
+        let http = crate::tls::http_builder().timeout(Duration::from_secs(20)).build().unwrap_or_default();
         Api { http, base: base.trim_end_matches('/').to_string() }
     }
 
@@ -212,7 +212,8 @@ impl Ws {
     /// message is acknowledged with a `delivered` frame, as a real client does.
     pub async fn connect(base: &str, s: &Session, auto_delivered: bool) -> anyhow::Result<Ws> {
         let url = format!("{}/ws?token={}", base.replacen("http", "ws", 1), s.token);
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        let connector = if url.starts_with("wss://") { crate::tls::ws_connector() } else { None };
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector).await?;
         let (mut sink, mut stream) = socket.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
         let (frame_tx, frames) = mpsc::channel::<Value>(100_000);

@@ -21,6 +21,11 @@ pub struct Opts {
     pub extra_args: Vec<String>,
     /// Route each node's inbound node-to-node traffic through a fault proxy.
     pub proxied: bool,
+    /// TLS everywhere: nodes get certificates from the test CA ([`crate::tls`]), peers use
+    /// mutual TLS, clients HTTPS and WSS.
+    pub secure: bool,
+    /// `--internal-api` (the unauthenticated test API; the admin API open to all).
+    pub internal_api: bool,
 }
 
 impl Default for Opts {
@@ -33,6 +38,8 @@ impl Default for Opts {
             binary: None,
             extra_args: Vec::new(),
             proxied: false,
+            secure: crate::tls::secure_by_env(),
+            internal_api: true,
         }
     }
 }
@@ -122,7 +129,22 @@ impl Cluster {
         for n in &mut nodes {
             n.peers = peers.clone();
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build()?;
+        if opts.secure {
+            let bin = match &opts.binary {
+                Some(b) => b.clone(),
+                None => binary()?,
+            };
+            let ca = crate::tls::ca(&bin)?;
+            for n in &nodes {
+                crate::tls::node_certs(&bin, ca, dir.path(), n.id)?;
+            }
+            eprintln!("test cluster: TLS on (peers mutual TLS, clients HTTPS and WSS)");
+        }
+        let http = match crate::tls::admin_builder().filter(|_| opts.secure) {
+            Some(b) => b,
+            None => crate::tls::http_builder(),
+        };
+        let http = http.timeout(Duration::from_secs(15)).build()?;
         // The proxies hold their own listeners; release the node ports for the nodes to bind.
         drop(reserved);
         let c = Cluster { proxies, dir, nodes, peers, opts, http };
@@ -154,7 +176,10 @@ impl Cluster {
             .arg("node")
             .args(["--node-id", &id.to_string(), "--cluster-id", "test-cluster"])
             .args(["--listen", &n.http, "--raft-listen", &n.raft, "--raft-advertise", &n.advertise])
-            .args(["--peers", &peers, "--internal-api"])
+            .args(["--peers", &peers])
+            .args(opts.internal_api.then_some("--internal-api"))
+            .args(opts.secure.then(|| "--certs-dir".to_string()))
+            .args(opts.secure.then(|| self.dir.path().join(format!("certs-{id}")).to_string_lossy().into_owned()))
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(["--data-groups", &opts.data_groups.to_string()])
@@ -190,6 +215,13 @@ impl Cluster {
             peers: format!("{},{id}={raft}", self.peers),
         });
         drop(reserved);
+        if self.opts.secure {
+            let bin = match &self.opts.binary {
+                Some(b) => b.clone(),
+                None => binary()?,
+            };
+            crate::tls::node_certs(&bin, crate::tls::ca(&bin)?, self.dir.path(), id)?;
+        }
         self.spawn(id)?;
         let url = self.url(id);
         crate::eventually(Duration::from_secs(30), "the new node answers /livez", || async {
@@ -281,7 +313,23 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.node(id).http)
+        let scheme = if self.opts.secure { "https" } else { "http" };
+        format!("{scheme}://{}", self.node(id).http)
+    }
+
+    /// `raftchat admin --server <node id> [TLS flags]`, ready for the verb.
+    pub fn admin_command(&self, id: u64) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(binary()?);
+        cmd.args(["admin", "--server", &self.url(id)]);
+        if self.opts.secure {
+            cmd.args(crate::tls::admin_flags());
+        }
+        Ok(cmd)
+    }
+
+    /// Node `id`'s certificates directory (secure clusters).
+    pub fn certs_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("certs-{id}"))
     }
 
     pub fn ids(&self) -> Vec<u64> {

@@ -10,6 +10,7 @@
 //! - [`media`]: uploads and downloads of media through that client.
 //! - [`webhook`]: a local webhook receiver that can fail on command (push notifications).
 //! - [`procstat`]: CPU time and memory of a process, for benchmarks.
+//! - [`tls`]: the test CA, node certificates, and clients that trust them (`Opts::secure`).
 //!
 //! Tests wait on conditions with deadlines ([`eventually`]), never on fixed sleeps.
 
@@ -19,6 +20,7 @@ mod cluster;
 pub mod media;
 pub mod procstat;
 pub mod proxy;
+pub mod tls;
 pub mod webhook;
 
 pub use cluster::binary;

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use tokio::io::AsyncRead;
+use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -61,6 +63,36 @@ pub enum CallError {
     Encode(String),
 }
 
+/// The read half of an established connection (plain TCP or TLS).
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of an established connection.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// An established stream, in halves: plain TCP splits without a lock; TLS through tokio's split.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<dyn TlsIo>),
+}
+
+/// A TLS stream (either side of the handshake).
+pub trait TlsIo: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsIo for T {}
+
+impl Stream {
+    fn halves(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(tcp) => {
+                let (r, w) = tcp.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Tls(tls) => {
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<RpcResponse>>>>;
 
 pub struct Conn {
@@ -89,13 +121,12 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<R
 impl Conn {
     /// Starts the reader and writer of an established (handshaken) stream.
     pub fn spawn(
-        stream: TcpStream,
+        stream: Stream,
         peer: NodeId,
         inbound: Arc<dyn Inbound>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Conn> {
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = stream.halves();
         let (control, control_rx) = mpsc::channel(CONTROL_LANE_LEN);
         let (bulk, bulk_rx) = mpsc::channel(BULK_LANE_LEN);
         let (closed_tx, _) = watch::channel(false);
@@ -191,7 +222,7 @@ impl Conn {
 }
 
 async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut control: mpsc::Receiver<Vec<u8>>,
     mut bulk: mpsc::Receiver<Vec<u8>>,
     mut shutdown: watch::Receiver<bool>,
@@ -216,10 +247,12 @@ async fn write_loop(
             }
         }
         wr.write_all(&buf).await?;
+        // TLS holds records until flushed; on plain TCP this is free.
+        wr.flush().await?;
     }
 }
 
-type Reader = tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Reader = tokio::io::BufReader<ReadHalf>;
 
 /// Reads one frame, handing the reader back: a read in progress is never dropped half-way.
 async fn read_one(mut rd: Reader) -> (Reader, Result<Frame, frame::FrameError>) {
@@ -231,7 +264,7 @@ async fn read_one(mut rd: Reader) -> (Reader, Result<Frame, frame::FrameError>) 
 const HANDLING_MAX: usize = 4096;
 
 async fn read_loop(
-    rd: tokio::net::tcp::OwnedReadHalf,
+    rd: ReadHalf,
     conn: &Arc<Conn>,
     inbound: Arc<dyn Inbound>,
     mut shutdown: watch::Receiver<bool>,

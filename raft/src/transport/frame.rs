@@ -13,6 +13,10 @@ use crate::types::NodeId;
 /// No frame may be larger; a snapshot chunk is far smaller, and a larger append is split.
 pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Handshake frames (hello, welcome, refusal) are read with this limit: nothing large is
+/// allocated for a peer that has not authenticated.
+pub const HANDSHAKE_FRAME_BYTES_MAX: usize = 16 * 1024;
+
 /// The first frame on a connection, sent by the dialing node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
@@ -85,6 +89,11 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
 
 /// Reads one frame.
 pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> {
+    read_max(r, FRAME_BYTES_MAX).await
+}
+
+/// Reads one frame of at most `max` bytes.
+pub async fn read_max<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -92,7 +101,7 @@ pub async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Frame, FrameError> 
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
     let mut body = vec![0u8; len];
@@ -123,6 +132,9 @@ mod tests {
         let mut huge = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
         huge.extend_from_slice(&[0; 16]);
         assert!(matches!(read(&mut &huge[..]).await, Err(FrameError::TooLarge(_))));
+        let mut big = (HANDSHAKE_FRAME_BYTES_MAX as u32 + 1).to_be_bytes().to_vec();
+        big.extend_from_slice(&[0; 16]);
+        assert!(matches!(read_max(&mut &big[..], HANDSHAKE_FRAME_BYTES_MAX).await, Err(FrameError::TooLarge(_))));
         let garbage = [0u8, 0, 0, 3, 0xff, 0xff, 0xff];
         assert!(matches!(read(&mut &garbage[..]).await, Err(FrameError::Codec(_))));
         assert!(matches!(read(&mut &[][..]).await, Err(FrameError::Closed)));

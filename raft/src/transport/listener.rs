@@ -1,5 +1,8 @@
-//! Accepts node-to-node connections and checks the handshake: format version, cluster id and
-//! node ids. A refusal names both sides, so a misconfigured node says what is wrong.
+//! Accepts node-to-node connections and checks the handshake: with TLS, the peer's certificate
+//! (from the cluster CA, naming the node id its hello claims); then format version, cluster id
+//! and node ids. A refusal names both sides, so a misconfigured node says what is wrong. Nothing
+//! a peer sends before it is authenticated can do more than be refused: handshake frames are
+//! read with a small limit, and no request is read before the hello is accepted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use tokio::sync::watch;
 use tokio::sync::Semaphore;
 
 use super::conn::Conn;
+use super::conn::Stream;
 use super::frame;
 use super::frame::Frame;
 use super::frame::Hello;
@@ -79,17 +83,49 @@ pub fn check_hello(h: &Hello, cluster_id: &str, me: u64) -> Option<String> {
     None
 }
 
-async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch::Receiver<bool>) -> Result<(), String> {
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read(&mut stream))
+async fn handshake(tcp: TcpStream, pool: &Arc<PeerPool>, shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = pool.me.tls.clone() else { return hello(tcp, None, pool, shutdown, Stream::Plain).await };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS handshake failed (no certificate from this cluster's CA?): {e}"))?;
+    let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+    let Some(cert) = cert else { return Err("the peer presented no certificate".into()) };
+    hello(stream, Some(cert), pool, shutdown, |s| Stream::Tls(Box::new(s))).await
+}
+
+/// Reads and answers the hello; with TLS, `cert` is the dialer's verified certificate.
+async fn hello<S>(
+    mut stream: S,
+    cert: Option<rustls::pki_types::CertificateDer<'static>>,
+    pool: &Arc<PeerPool>,
+    shutdown: watch::Receiver<bool>,
+    wrap: impl FnOnce(S) -> Stream,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read_max(&mut stream, frame::HANDSHAKE_FRAME_BYTES_MAX))
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let Frame::Hello(hello) = first else { return Err("first frame was not a hello".into()) };
     let me = &pool.me;
+    if let Some(cert) = &cert {
+        let name = super::tls::node_name(&me.cluster_id, hello.from);
+        if !super::tls::cert_has_name(cert, &name) {
+            // Says nothing back: the peer is not who it claims to be.
+            return Err(format!(
+                "the peer claims node {} of cluster {:?}, but its certificate is not issued to {name}",
+                hello.from, me.cluster_id
+            ));
+        }
+    }
     if let Some(reason) = check_hello(&hello, &me.cluster_id, me.node_id) {
         if let Ok(bytes) = frame::encode(&Frame::Refused(reason.clone())) {
-            let _ =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)).await;
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, send(&mut stream, &bytes)).await;
         }
         return Err(reason);
     }
@@ -100,8 +136,7 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
     };
     if let Some(reason) = lost_or_removed {
         if let Ok(bytes) = frame::encode(&Frame::Refused(reason.clone())) {
-            let _ =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)).await;
+            let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, send(&mut stream, &bytes)).await;
         }
         return Err(reason);
     }
@@ -113,11 +148,11 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
         layout_epoch: pool.layout_epoch(),
     });
     let bytes = frame::encode(&welcome).map_err(|e| e.to_string())?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes))
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, send(&mut stream, &bytes))
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
-    let conn = Conn::spawn(stream, hello.from, pool.inbound(), shutdown);
+    let conn = Conn::spawn(wrap(stream), hello.from, pool.inbound(), shutdown);
     pool.accepted(
         hello.from,
         conn,
@@ -125,6 +160,11 @@ async fn handshake(mut stream: TcpStream, pool: &Arc<PeerPool>, shutdown: watch:
         &hello.from_raft_addr,
     );
     Ok(())
+}
+
+async fn send<S: tokio::io::AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    tokio::io::AsyncWriteExt::write_all(stream, bytes).await?;
+    tokio::io::AsyncWriteExt::flush(stream).await
 }
 
 #[cfg(test)]

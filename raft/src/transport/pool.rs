@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::conn::CallError;
 use super::conn::Conn;
 use super::conn::Inbound;
+use super::conn::Stream;
 use super::frame;
 use super::frame::Frame;
 use super::frame::Hello;
@@ -60,6 +61,8 @@ pub struct LocalIdentity {
     /// Outbound connections start from this address: the node's listen IP when it names one, so
     /// peers (and firewalls, and fault proxies) see one address per node.
     pub source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS with peers; `None`: plain TCP, unauthenticated (`--insecure`).
+    pub tls: Option<Arc<super::tls::PeerTls>>,
 }
 
 /// Answers a question about the local node's state (set once by the node).
@@ -334,10 +337,37 @@ impl PeerPool {
     }
 
     async fn dial_once(&self, id: NodeId, addr: &str) -> Result<(Arc<Conn>, PeerInfo), String> {
-        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connect(addr))
+        let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        match &self.me.tls {
+            None => self.handshake(id, addr, tcp, Stream::Plain).await,
+            Some(tls) => {
+                let name = super::tls::node_name(&self.me.cluster_id, id);
+                let server_name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+                let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_string())?
+                    .map_err(|e| format!("TLS handshake with node {id} at {addr} failed: {e}"))?;
+                self.handshake(id, addr, stream, |s| Stream::Tls(Box::new(s))).await
+            }
+        }
+    }
+
+    /// The hello and its answer, over an established (and, with TLS, authenticated) stream.
+    async fn handshake<S>(
+        &self,
+        id: NodeId,
+        addr: &str,
+        mut stream: S,
+        wrap: impl FnOnce(S) -> Stream,
+    ) -> Result<(Arc<Conn>, PeerInfo), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let hello = Frame::Hello(Hello {
             format_version: raftchat_storage::codec::FORMAT_VERSION,
             cluster_id: self.me.cluster_id.clone(),
@@ -352,7 +382,8 @@ impl PeerPool {
         let bytes = frame::encode(&hello).map_err(|e| e.to_string())?;
         let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
             tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes).await?;
-            frame::read(&mut stream).await.map_err(std::io::Error::other)
+            tokio::io::AsyncWriteExt::flush(&mut stream).await?;
+            frame::read_max(&mut stream, frame::HANDSHAKE_FRAME_BYTES_MAX).await.map_err(std::io::Error::other)
         })
         .await
         .map_err(|_| "handshake timed out".to_string())?
@@ -363,7 +394,7 @@ impl PeerPool {
                 Err(format!("node {} was removed from the cluster", self.me.node_id))
             }
             Frame::Welcome(w) if w.node == id => {
-                let conn = Conn::spawn(stream, id, self.inbound.clone(), self.shutdown.clone());
+                let conn = Conn::spawn(wrap(stream), id, self.inbound.clone(), self.shutdown.clone());
                 Ok((conn, PeerInfo { api_addr: w.api_addr, pristine: w.pristine }))
             }
             Frame::Welcome(w) => Err(format!("expected node {id} at {addr}, found node {}", w.node)),
@@ -419,8 +450,8 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
         let shutdown = shutdown.clone();
-        let ours = Conn::spawn(b.unwrap().0, peer, Arc::new(Echo(2)), shutdown.clone());
-        let theirs = Conn::spawn(a.unwrap(), 2, Arc::new(Echo(peer)), shutdown);
+        let ours = Conn::spawn(Stream::Plain(b.unwrap().0), peer, Arc::new(Echo(2)), shutdown.clone());
+        let theirs = Conn::spawn(Stream::Plain(a.unwrap()), 2, Arc::new(Echo(peer)), shutdown);
         (ours, theirs)
     }
 
@@ -429,7 +460,7 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (Conn::spawn(b.unwrap().0, peer, Arc::new(Echo(2)), shutdown.clone()), a.unwrap())
+        (Conn::spawn(Stream::Plain(b.unwrap().0), peer, Arc::new(Echo(2)), shutdown.clone()), a.unwrap())
     }
 
     fn pool(shutdown: &watch::Receiver<bool>) -> Arc<PeerPool> {
@@ -439,6 +470,7 @@ mod tests {
             api_addr: String::new(),
             raft_addr: "127.0.0.1:1".into(),
             source_ip: None,
+            tls: None,
         };
         PeerPool::new(me, Arc::new(Echo(2)), false, shutdown.clone())
     }

@@ -1,5 +1,6 @@
 //! `POST /api/v1/media` (upload: a raw body, or multipart/form-data with one file) and
-//! `GET /api/v1/media/{mediaId}` (download, with Range).
+//! `GET /api/v1/media/{mediaId}` (download, with Range), authorized by the bearer token or by
+//! a signed URL from `POST /api/v1/media/{mediaId}/link` (for `<img src>`, which sends no header).
 
 use axum::extract::FromRequest;
 use axum::extract::Multipart;
@@ -8,7 +9,6 @@ use axum::extract::Query;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::header;
-use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -75,12 +75,46 @@ pub async fn upload(
     Ok((StatusCode::CREATED, Json(uploaded.json())))
 }
 
+/// How long a signed media URL works.
+const LINK_TTL_MS: u64 = 60 * 60 * 1000;
+
+#[derive(Deserialize)]
+pub struct DownloadParams {
+    sig: Option<String>,
+}
+
 pub async fn download(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<DownloadParams>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let sha = parse_media_id(&id)?;
+    let (parts, _) = req.into_parts();
+    let me = match p.sig {
+        Some(sig) => {
+            crate::auth::check_media_signature(&s.service.token_secret()?, &sig, &sha, crate::service::now_ms())
+                .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", format!("media link: {e}")))?
+        }
+        None => {
+            let token = super::bearer(&parts)
+                .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "a bearer token is required"))?;
+            s.service.authenticate(&token)?
+        }
+    };
+    s.media.download(me, sha, &parts.headers).await
+}
+
+/// `POST /api/v1/media/{mediaId}/link` -> `{"url", "expiresAt"}`: a URL that fetches this
+/// media as the caller for an hour, for elements that cannot send a header.
+pub async fn link(
     State(s): State<AppState>,
     AuthUser(me): AuthUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let sha = parse_media_id(&id)?;
-    s.media.download(me, sha, &headers).await
+    s.service.authorize_media(me, &sha).await?;
+    let expires = crate::service::now_ms() + LINK_TTL_MS;
+    let sig = crate::auth::media_signature(&s.service.token_secret()?, me, &sha, expires);
+    Ok(Json(serde_json::json!({ "url": format!("/api/v1/media/{id}?sig={sig}"), "expiresAt": expires })))
 }

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         // Uploads stream to disk under their own size limit (--media-max-mib).
         .route("/api/v1/media", post(media::upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/api/v1/media/{media_id}", get(media::download))
+        .route("/api/v1/media/{media_id}/link", post(media::link))
         .route("/api/v1/presence", post(presence::set))
         .route("/api/v1/presence/{user_id}", get(presence::get))
         .route("/api/v1/openapi.json", get(openapi::document))

@@ -125,6 +125,7 @@ struct AddMember {
 
 async fn add_member(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<AddMember>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let l = layout(&s)?;
@@ -148,7 +149,7 @@ async fn add_member(
         .change_membership(META_GROUP, MembershipChange::AddLearner { id: req.id, addr: req.raft_addr.clone() })
         .await
         .map_err(|e| unavailable(&format!("step 1/3 (node {} learns the meta log)", req.id), e))?;
-    wait_layout_applied(&req.api_addr, l.epoch)
+    wait_layout_applied(&s, headers.get(axum::http::header::AUTHORIZATION), &req.api_addr, l.epoch)
         .await
         .map_err(|e| unavailable(&format!("step 2/3 (node {} applies the cluster layout)", req.id), e))?;
     let info = NodeInfo { raft_addr: req.raft_addr, api_addr: req.api_addr };
@@ -172,9 +173,14 @@ async fn add_member(
 /// Waits until the node at `api_addr` holds a layout of at least `epoch`. A node that holds
 /// cluster state is no longer pristine: only then may peers tell it that it is a member (a
 /// pristine node told so concludes its data was lost and stops).
-async fn wait_layout_applied(api_addr: &str, epoch: u64) -> Result<(), String> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().map_err(|e| e.to_string())?;
-    let url = if api_addr.starts_with("http") { api_addr.to_string() } else { format!("http://{api_addr}") };
+async fn wait_layout_applied(
+    s: &AppState,
+    caller: Option<&axum::http::HeaderValue>,
+    api_addr: &str,
+    epoch: u64,
+) -> Result<(), String> {
+    let http = s.admin_client(Duration::from_secs(3), caller).map_err(|e| e.to_string())?;
+    let url = s.peers_http.url(api_addr);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
@@ -311,6 +317,7 @@ struct Transfer {
 
 async fn transfer_leader(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<Transfer>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let l = layout(&s)?;
@@ -323,10 +330,10 @@ async fn transfer_leader(
     if req.to != s.node.id() {
         // The new leader runs the transfer: it knows the group's leader and stands for election.
         let api = l.nodes.get(&req.to).map(|n| n.api_addr.clone()).unwrap_or_default();
-        let url = if api.starts_with("http") { api } else { format!("http://{api}") };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
+        let url = s.peers_http.url(&api);
+        // The caller's credentials go along: the target's admin guard checks them again.
+        let http = s
+            .admin_client(Duration::from_secs(30), headers.get(axum::http::header::AUTHORIZATION))
             .map_err(|e| unavailable("transfer", e))?;
         let r = http
             .post(format!("{url}/internal/v1/admin/transfer-leader"))

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::media::peer::peer_token;
+use crate::media::peer::peer_token_valid;
 use crate::media::peer::ManifestJson;
 
 /// Chunks a blob may have: 1 MiB each, so 1 TiB.
@@ -49,12 +49,15 @@ pub fn routes(state: AppState) -> Router<AppState> {
 }
 
 async fn require_peer(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let expected = match s.service.token_secret() {
-        Ok(secret) => format!("Bearer {}", peer_token(&secret)),
+    let secret = match s.service.token_secret() {
+        Ok(secret) => secret,
         Err(e) => return e.into_response(),
     };
-    let given = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
-    if super::constant_time_eq(given, expected.as_bytes()) {
+    let given = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let token_ok =
+        given.strip_prefix("Bearer ").is_some_and(|t| peer_token_valid(&secret, t, crate::service::now_ms()));
+    let cert_ok = req.extensions().get::<crate::tls::serve::ClientCert>().is_some_and(|c| c.admin);
+    if token_ok || cert_ok {
         next.run(req).await
     } else {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "blob routes are for cluster nodes only")

@@ -9,16 +9,34 @@ use serde::Serialize;
 
 use super::AppState;
 
-/// Health, status and metrics: read-only facts about the node, always served.
+/// Health and the client URLs of the nodes: public, no secrets, no Raft addresses.
 pub fn routes() -> Router<AppState> {
+    Router::new().route("/livez", get(livez)).route("/readyz", get(readyz)).route("/api/v1/nodes", get(nodes))
+}
+
+/// The node's status, the cluster layout with Raft addresses, presence and push counters:
+/// for operators (behind the admin guard, see `super::routes`).
+pub fn operator_routes() -> Router<AppState> {
     Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
         .route("/internal/v1/status", get(status))
         .route("/internal/v1/presence", get(presence))
         .route("/internal/v1/push", get(push))
-        .route("/metrics", get(metrics))
         .route("/internal/v1/cluster", get(cluster))
+}
+
+pub fn metrics_route() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// `GET /api/v1/nodes` -> `{"nodes": ["https://host:port", ...]}`: where clients can fail over to.
+async fn nodes(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let scheme = if s.https { "https" } else { "http" };
+    let urls: Vec<String> = s
+        .node
+        .layout()
+        .map(|l| l.nodes.values().map(|n| format!("{scheme}://{}", n.api_addr)).collect())
+        .unwrap_or_default();
+    Json(serde_json::json!({ "nodes": urls }))
 }
 
 /// Setting and reading any user's presence without a token: only with `--internal-api`.

@@ -55,18 +55,60 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub media: Arc<crate::media::Media>,
     pub push: Arc<crate::push::Push>,
+    /// Clients reach the nodes over HTTPS.
+    pub https: bool,
+    /// How this node calls other nodes (over HTTPS with the node certificate).
+    pub peers_http: crate::tls::client::NodeHttp,
+    /// The cluster's admin token, which this node also presents when it calls another node's
+    /// admin API on a caller's behalf without one.
+    pub admin_token: Option<String>,
 }
 
-pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) -> Router {
+impl AppState {
+    /// A client for another node's admin API, carrying the caller's `Authorization` (or the
+    /// node's admin token) and, over HTTPS, the node certificate.
+    pub fn admin_client(
+        &self,
+        timeout: std::time::Duration,
+        caller: Option<&axum::http::HeaderValue>,
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let auth = caller.cloned().or_else(|| {
+            self.admin_token.as_ref().and_then(|t| axum::http::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        });
+        if let Some(mut v) = auth {
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        self.peers_http.builder().timeout(timeout).default_headers(headers).build()
+    }
+}
+
+/// Who may call the operator and admin API.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// `--internal-api`: everyone (tests, benchmarks, `raftchat dev`; loopback unless --insecure).
+    pub internal_api: bool,
+    /// Requests with `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// `/metrics` without credentials.
+    pub public_metrics: bool,
+}
+
+pub fn routes(state: AppState, access: Access) -> Router {
     let mut router = Router::new().merge(health::routes());
-    if internal_api {
+    if access.internal_api {
         // Writes and reads as any user, without a token: for tests, benchmarks and local dev.
         router = router.merge(core_api::routes()).merge(health::unauthenticated_routes());
     }
-    if internal_api || admin_token.is_some() {
-        router = router.merge(admin_routes(admin_token));
+    let mut operator = admin_routes().merge(health::operator_routes());
+    if access.public_metrics {
+        router = router.merge(health::metrics_route());
+    } else {
+        operator = operator.merge(health::metrics_route());
     }
     router
+        .merge(operator.route_layer(axum::middleware::from_fn_with_state(Arc::new(access), admin_guard)))
         .merge(blob_api::routes(state.clone()))
         .merge(crate::api::routes())
         .merge(web::routes())
@@ -75,31 +117,45 @@ pub fn routes(state: AppState, internal_api: bool, admin_token: Option<String>) 
         .with_state(state)
 }
 
-/// The admin API; with a token, only for requests that carry it.
-fn admin_routes(token: Option<String>) -> Router<AppState> {
-    let routes = admin_api::routes()
+/// The admin API: membership, moves, backup, retention, media, push.
+fn admin_routes() -> Router<AppState> {
+    admin_api::routes()
         .merge(backup_api::routes())
         .merge(retention_api::routes())
         .route("/internal/v1/admin/media", axum::routing::get(blob_api::admin_list))
-        .merge(push_api::routes());
-    match token {
-        None => routes,
-        Some(t) => {
-            let expected: Arc<[u8]> = format!("Bearer {t}").into_bytes().into();
-            routes.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-                let expected = expected.clone();
-                async move {
-                    let given = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
-                    if constant_time_eq(given, &expected) {
-                        next.run(req).await
-                    } else {
-                        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the admin API needs the admin token")
-                            .into_response()
-                    }
-                }
-            }))
-        }
+        .merge(push_api::routes())
+}
+
+/// Whether a request may use the operator API: one arriving over TLS with an admin (or node)
+/// certificate of the cluster CA; else, with an admin token configured, one carrying it; else
+/// any with `--internal-api` (tests and `raftchat dev`, on loopback unless --insecure).
+pub fn is_admin(access: &Access, req: &Request) -> bool {
+    if req.extensions().get::<crate::tls::serve::ClientCert>().is_some_and(|c| c.admin) {
+        return true;
     }
+    match &access.admin_token {
+        Some(t) => {
+            let given = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+            constant_time_eq(given, format!("Bearer {t}").as_bytes())
+        }
+        None => access.internal_api,
+    }
+}
+
+async fn admin_guard(
+    axum::extract::State(access): axum::extract::State<Arc<Access>>,
+    req: Request,
+    next: Next,
+) -> axum::response::Response {
+    if is_admin(&access, &req) {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the operator API needs the admin token (Authorization: Bearer) or an admin client certificate",
+    )
+    .into_response()
 }
 
 /// Compares without an early exit, so response time does not reveal a matching prefix.

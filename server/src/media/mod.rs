@@ -66,12 +66,13 @@ impl Media {
         store: Arc<BlobStore>,
         service: ChatService,
         config: MediaConfig,
+        peers: PeerClient,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Media> {
         let media = Arc::new(Media {
             store,
             service,
-            peers: PeerClient::new(),
+            peers,
             config,
             background: Arc::new(Semaphore::new(BACKGROUND_COPIES_MAX)),
             shutdown,
@@ -86,7 +87,7 @@ impl Media {
 
     /// The token to call peers with, from the replicated cluster secret.
     pub fn token(&self) -> Result<String, ApiError> {
-        Ok(peer::peer_token(&self.service.token_secret()?))
+        Ok(peer::peer_token(&self.service.token_secret()?, crate::service::now_ms()))
     }
 
     fn up(&self) -> impl Fn(NodeId) -> bool {

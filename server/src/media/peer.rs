@@ -44,10 +44,45 @@ impl ManifestJson {
     }
 }
 
-/// The token peers send as `Authorization: Bearer`: HMAC-SHA256 of a fixed label under the
-/// cluster's secret.
-pub fn peer_token(secret: &[u8]) -> String {
-    to_hex(&crate::auth::hmac_sha256(secret, &[b"raftchat media peer v1"]))
+/// How long a peer token is good for: a captured one can be replayed for this long at most.
+pub const PEER_TOKEN_TTL_MS: u64 = 60_000;
+
+/// The token peers send as `Authorization: Bearer`: `EXPIRY.MAC`, the MAC an HMAC-SHA256 of a
+/// label and the expiry (ms) under the cluster's secret. Over HTTPS the node certificate is
+/// sent too; on plain HTTP the token is all there is.
+pub fn peer_token(secret: &[u8], now_ms: u64) -> String {
+    let expiry = now_ms + PEER_TOKEN_TTL_MS;
+    format!(
+        "{expiry}.{}",
+        to_hex(&crate::auth::hmac_sha256(secret, &[b"raftchat media peer v2", &expiry.to_be_bytes()]))
+    )
+}
+
+/// Clocks of nodes may differ by this much (a token is judged on the receiver's clock).
+const CLOCK_SKEW_MS: u64 = 5 * 60_000;
+
+/// Whether `given` is a peer token good at `now_ms`, allowing for skewed clocks; a captured
+/// token is useless after TTL plus skew.
+pub fn peer_token_valid(secret: &[u8], given: &str, now_ms: u64) -> bool {
+    let Some((expiry, _)) = given.split_once('.') else { return false };
+    let Ok(expiry) = expiry.parse::<u64>() else { return false };
+    if expiry + CLOCK_SKEW_MS < now_ms || expiry > now_ms + PEER_TOKEN_TTL_MS + CLOCK_SKEW_MS {
+        return false;
+    }
+    crate::http::constant_time_eq(given.as_bytes(), peer_token(secret, expiry - PEER_TOKEN_TTL_MS).as_bytes())
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn peer_tokens_expire_and_bind_the_secret() {
+        let t = super::peer_token(b"secret-secret-secret", 1_000_000);
+        assert!(super::peer_token_valid(b"secret-secret-secret", &t, 1_000_000));
+        assert!(!super::peer_token_valid(b"other-secret-secret!", &t, 1_000_000));
+        assert!(!super::peer_token_valid(b"secret-secret-secret", &t, 1_000_000 + 7 * 60_000));
+        let forged = format!("{}.{}", 9_000_000, t.split_once('.').unwrap().1);
+        assert!(!super::peer_token_valid(b"secret-secret-secret", &forged, 8_990_000));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,20 +100,22 @@ pub enum PeerError {
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    nodes: crate::tls::client::NodeHttp,
 }
 
 impl PeerClient {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
+    pub fn new(nodes: &crate::tls::client::NodeHttp) -> Self {
+        let http = nodes
+            .builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        PeerClient { http }
+        PeerClient { http, nodes: nodes.clone() }
     }
 
-    fn url(addr: &str, path: &str) -> String {
-        format!("http://{addr}/internal/v1/blobs/{path}")
+    fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}/internal/v1/blobs/{path}", self.nodes.url(addr))
     }
 
     async fn check(addr: &str, r: Result<reqwest::Response, reqwest::Error>) -> Result<reqwest::Response, PeerError> {
@@ -93,7 +130,7 @@ impl PeerClient {
 
     /// The manifest of a blob a peer holds; `None` if it holds none.
     pub async fn manifest(&self, addr: &str, token: &str, sha: &str) -> Result<Option<BlobManifest>, PeerError> {
-        let r = self.http.get(Self::url(addr, sha)).bearer_auth(token).send().await;
+        let r = self.http.get(self.url(addr, sha)).bearer_auth(token).send().await;
         if let Ok(resp) = &r {
             if resp.status() == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -106,7 +143,7 @@ impl PeerClient {
 
     /// Chunk `i` of a blob from a peer, checked against the manifest.
     pub async fn chunk(&self, addr: &str, token: &str, m: &BlobManifest, i: usize) -> Result<Vec<u8>, PeerError> {
-        let url = Self::url(addr, &format!("{}/chunks/{i}", to_hex(&m.sha256)));
+        let url = self.url(addr, &format!("{}/chunks/{i}", to_hex(&m.sha256)));
         let r = Self::check(addr, self.http.get(url).bearer_auth(token).send().await).await?;
         let bytes = r.bytes().await.map_err(|e| PeerError::Http { addr: addr.to_string(), source: e })?;
         if Some(&raftchat_storage::blobs::sha256(&bytes)) != m.chunks.get(i) {
@@ -135,10 +172,10 @@ impl PeerClient {
                 .map_err(|e| PeerError::Local(e.to_string()))?
                 .map_err(|e| PeerError::Local(e.to_string()))?
                 .ok_or_else(|| PeerError::Local(format!("chunk {i} of {sha} is missing here")))?;
-            let url = Self::url(addr, &format!("{sha}/chunks/{i}?transfer={transfer}&sha256={}", to_hex(chunk_sha)));
+            let url = self.url(addr, &format!("{sha}/chunks/{i}?transfer={transfer}&sha256={}", to_hex(chunk_sha)));
             Self::check(addr, self.http.put(url).bearer_auth(token).body(bytes).send().await).await?;
         }
-        let url = Self::url(addr, &format!("{sha}/commit?transfer={transfer}"));
+        let url = self.url(addr, &format!("{sha}/commit?transfer={transfer}"));
         let body = ManifestJson::from_manifest(m);
         Self::check(addr, self.http.post(url).bearer_auth(token).json(&body).send().await).await?;
         Ok(())

@@ -96,6 +96,18 @@ struct Head<'a> {
     client_msg_id: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The first frame of a connection opened without a token: `{"type":"auth","token":"..."}`.
+pub fn parse_auth(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Auth {
+        #[serde(rename = "type")]
+        kind: String,
+        token: String,
+    }
+    let a: Auth = serde_json::from_str(text).ok()?;
+    (a.kind == "auth").then_some(a.token)
+}
+
 impl ClientFrame {
     /// Parses a frame: its head first (no copies), then the fields of its type.
     pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {

@@ -1,4 +1,8 @@
-//! The WebSocket endpoint `/ws?token=...` (the brief's `?userId=...&token=...` too).
+//! The WebSocket endpoint `/ws`. The session token comes, in order of preference:
+//! - in the `Sec-WebSocket-Protocol` header: the client offers `raftchat` and `bearer.<token>`,
+//!   and the server selects `raftchat` (what a browser can do; the token stays out of URLs);
+//! - in a first frame `{"type":"auth","token":"..."}` within 10 s of connecting;
+//! - as `?token=` (the brief's `?userId=...&token=...` shape; weaker: URLs end up in logs).
 //!
 //! - [`frames`]: client and server frames; the only place socket text is parsed.
 //! - [`connection`]: one task per socket: the client's requests and the deliveries.
@@ -32,6 +36,11 @@ pub const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Read buffer of one WebSocket; longer frames grow it while they are read.
 pub const WS_READ_BUFFER_BYTES: usize = 1024;
 
+/// The subprotocol the server selects when the client offers it.
+pub const PROTOCOL: &str = "raftchat";
+/// A connection without a token must authenticate with its first frame this soon.
+const AUTH_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/ws", get(upgrade))
 }
@@ -43,16 +52,35 @@ pub struct WsParams {
     user_id: Option<Uuid>,
 }
 
-async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSocketUpgrade) -> Response {
-    let Some(token) = p.token else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "connect with ?token=").into_response();
+/// The token a client offered as the subprotocol `bearer.<token>`.
+fn protocol_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string))
+}
+
+async fn upgrade(
+    State(s): State<AppState>,
+    Query(p): Query<WsParams>,
+    headers: axum::http::HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Authenticated now (header or query), or by the first frame once upgraded.
+    let user = match protocol_token(&headers).or(p.token) {
+        Some(token) => match s.service.authenticate(&token) {
+            Ok(u) => Some(u),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
     };
-    let user = match s.service.authenticate(&token) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    if p.user_id.is_some_and(|u| u != user) {
-        return ApiError::new(StatusCode::FORBIDDEN, "wrong_user", "userId does not match the token").into_response();
+    if let (Some(claimed), Some(user)) = (p.user_id, user) {
+        if claimed != user {
+            return ApiError::new(StatusCode::FORBIDDEN, "wrong_user", "userId does not match the token")
+                .into_response();
+        }
     }
     let Ok(permit) = Arc::clone(&s.ws_slots).try_acquire_owned() else {
         return ApiError::new(
@@ -73,18 +101,53 @@ async fn upgrade(State(s): State<AppState>, Query(p): Query<WsParams>, ws: WebSo
     // 100,000 connections cannot afford; chat frames are small. Writes gather in the write
     // buffer (it grows only as frames are queued) until the connection flushes, so a burst of
     // deliveries is one write.
-    ws.max_message_size(WS_MESSAGE_BYTES_MAX)
+    let claimed = p.user_id;
+    ws.protocols([PROTOCOL])
+        .max_message_size(WS_MESSAGE_BYTES_MAX)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
+        .on_upgrade(move |mut socket| async move {
+            let user = match user {
+                Some(u) => u,
+                None => match auth_frame(&mut socket, &cx.service, claimed).await {
+                    Some(u) => u,
+                    None => return,
+                },
+            };
             // Every log line of this connection carries its user.
             let span = tracing::info_span!("ws", %user);
-            tracing::Instrument::instrument(
-                async move {
-                    connection::serve(socket, user, cx, shutdown).await;
-                    drop(permit);
-                },
-                span,
-            )
+            tracing::Instrument::instrument(connection::serve(socket, user, cx, shutdown), span).await;
+            drop(permit);
         })
+}
+
+/// Authenticates a connection by its first frame; on failure says why and closes.
+async fn auth_frame(
+    socket: &mut axum::extract::ws::WebSocket,
+    service: &crate::service::ChatService,
+    claimed: Option<Uuid>,
+) -> Option<Uuid> {
+    use axum::extract::ws::Message;
+    let first = tokio::time::timeout(AUTH_FRAME_TIMEOUT, socket.recv()).await;
+    let result = match first {
+        Ok(Some(Ok(Message::Text(t)))) => match frames::parse_auth(t.as_str()) {
+            Some(token) => service.authenticate(&token).map_err(|e| ("unauthorized", e.to_string())),
+            None => Err(("no_token", "the first frame must be {\"type\":\"auth\",\"token\":...}".to_string())),
+        },
+        Ok(_) => Err(("no_token", "no auth frame".to_string())),
+        Err(_) => Err(("no_token", "no auth frame within 10 s".to_string())),
+    };
+    let result = result.and_then(|u| match claimed {
+        Some(c) if c != u => Err(("wrong_user", "userId does not match the token".to_string())),
+        _ => Ok(u),
+    });
+    match result {
+        Ok(u) => Some(u),
+        Err((code, message)) => {
+            let frame = frames::ServerFrame::error(code, message, Some("auth".into())).to_text();
+            let _ = socket.send(Message::Text(frame.into())).await;
+            let _ = socket.send(Message::Close(None)).await;
+            None
+        }
+    }
 }

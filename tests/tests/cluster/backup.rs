@@ -3,7 +3,6 @@
 //! and the admin API turns away calls without the admin token.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,8 +16,8 @@ use uuid::Uuid;
 const TOKEN: &str = "backup-test-admin-token-0123456789";
 
 fn admin(c: &Cluster, token: Option<&str>, args: &[&str]) -> anyhow::Result<(bool, String)> {
-    let mut cmd = Command::new(raftchat_tests::binary()?);
-    cmd.args(["admin", "--server", &c.url(1)]).args(args).env_remove("RAFTCHAT_ADMIN_TOKEN");
+    let mut cmd = c.admin_command(1)?;
+    cmd.args(args).env_remove("RAFTCHAT_ADMIN_TOKEN");
     if let Some(t) = token {
         cmd.env("RAFTCHAT_ADMIN_TOKEN", t);
     }

@@ -3,7 +3,6 @@
 //! group it never held as lost, refuses a second forcing, and grows back to three replicas per
 //! group with `members add` and `rebalance`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use raftchat_tests::client;
@@ -12,7 +11,7 @@ use raftchat_tests::Opts;
 use uuid::Uuid;
 
 fn admin(c: &Cluster, node: u64, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(raftchat_tests::binary()?).args(["admin", "--server", &c.url(node)]).args(args).output()?;
+    let out = c.admin_command(node)?.args(args).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     anyhow::ensure!(out.status.success(), "admin {args:?} failed: {text}");
     Ok(text)

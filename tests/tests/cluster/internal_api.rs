@@ -1,5 +1,6 @@
-//! Without `--internal-api`, the unauthenticated chat and presence endpoints do not exist; the
-//! read-only status endpoints still answer.
+//! Without `--internal-api`, the unauthenticated chat and presence endpoints do not exist, and
+//! the operator endpoints (status, cluster layout, metrics) answer only to the admin token;
+//! `--public-metrics` opens `/metrics` alone.
 
 use std::process::Command;
 use std::process::Stdio;
@@ -14,8 +15,9 @@ async fn internal_write_api_is_off_by_default() -> anyhow::Result<()> {
         let b = std::net::TcpListener::bind("127.0.0.1:0")?;
         (a.local_addr()?.port(), b.local_addr()?.port())
     };
+    let token = "internal-api-test-admin-token-0123";
     let mut child = Command::new(raftchat_tests::binary()?)
-        .args(["node", "--node-id", "1", "--data-groups", "2"])
+        .args(["node", "--node-id", "1", "--data-groups", "2", "--admin-token", token, "--public-metrics"])
         .args(["--listen", &format!("127.0.0.1:{http_port}"), "--raft-listen", &format!("127.0.0.1:{raft_port}")])
         .arg("--data-dir")
         .arg(dir.path().join("n1"))
@@ -36,8 +38,14 @@ async fn internal_write_api_is_off_by_default() -> anyhow::Result<()> {
         anyhow::ensure!(r.status().as_u16() == 404, "unauthenticated chat API answered {}", r.status());
         let r = http.get(format!("{base}/internal/v1/presence/{}", uuid::Uuid::new_v4())).send().await?;
         anyhow::ensure!(r.status().as_u16() == 404, "unauthenticated presence API answered {}", r.status());
-        let r = http.get(format!("{base}/internal/v1/status")).send().await?;
-        anyhow::ensure!(r.status().is_success(), "status answered {}", r.status());
+        for path in ["/internal/v1/status", "/internal/v1/cluster", "/internal/v1/admin/plan"] {
+            let r = http.get(format!("{base}{path}")).send().await?;
+            anyhow::ensure!(r.status().as_u16() == 401, "{path} without the admin token answered {}", r.status());
+            let r = http.get(format!("{base}{path}")).bearer_auth("wrong-token-wrong-token").send().await?;
+            anyhow::ensure!(r.status().as_u16() == 401, "{path} with a wrong token answered {}", r.status());
+            let r = http.get(format!("{base}{path}")).bearer_auth(token).send().await?;
+            anyhow::ensure!(r.status().is_success(), "{path} with the admin token answered {}", r.status());
+        }
         let r = http.get(format!("{base}/metrics")).send().await?;
         anyhow::ensure!(r.status().is_success(), "metrics answered {}", r.status());
         Ok(())

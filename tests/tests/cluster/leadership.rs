@@ -1,7 +1,6 @@
 //! `raftchat admin transfer-leader` and `drain`: leadership moves where it is told, a drained
 //! node leads nothing, is not ready, and still serves as a gateway; undraining restores it.
 
-use std::process::Command;
 use std::time::Duration;
 
 use raftchat_tests::client;
@@ -10,7 +9,7 @@ use raftchat_tests::Opts;
 use uuid::Uuid;
 
 fn admin(c: &Cluster, node: u64, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(raftchat_tests::binary()?).args(["admin", "--server", &c.url(node)]).args(args).output()?;
+    let out = c.admin_command(node)?.args(args).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     anyhow::ensure!(out.status.success(), "admin {args:?} failed: {text}");
     Ok(text)

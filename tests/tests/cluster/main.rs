@@ -15,6 +15,7 @@ mod metrics;
 mod replication;
 mod restart;
 mod retention;
+mod security;
 mod store_crashes;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,6 @@
 //! must end equal, and every node must end with its share of replicas.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use raftchat_tests::Opts;
 use uuid::Uuid;
 
 fn admin(c: &Cluster, node: u64, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(raftchat_tests::binary()?).args(["admin", "--server", &c.url(node)]).args(args).output()?;
+    let out = c.admin_command(node)?.args(args).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     anyhow::ensure!(out.status.success(), "admin {args:?} failed: {text}");
     Ok(text)

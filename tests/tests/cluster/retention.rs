@@ -4,7 +4,6 @@
 //! with `--compact-state`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use raftchat_tests::client;
@@ -13,7 +12,7 @@ use raftchat_tests::Opts;
 use uuid::Uuid;
 
 fn admin(c: &Cluster, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(raftchat_tests::binary()?).args(["admin", "--server", &c.url(1)]).args(args).output()?;
+    let out = c.admin_command(1)?.args(args).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     anyhow::ensure!(out.status.success(), "admin {args:?} failed: {text}");
     Ok(text)

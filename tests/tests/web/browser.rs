@@ -19,6 +19,27 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub struct Driver {
     child: Child,
     pub url: String,
+    /// With secure clusters: the browser's home, whose NSS database trusts the test CA.
+    _home: Option<tempfile::TempDir>,
+}
+
+/// A home directory whose NSS database (which Chromium on Linux reads) trusts the test CA, so
+/// the browser verifies the nodes' certificates as a user's would once the CA is installed.
+fn trusting_home() -> anyhow::Result<tempfile::TempDir> {
+    let ca = raftchat_tests::tls::ca(&raftchat_tests::binary()?)?;
+    let home = tempfile::tempdir()?;
+    let db = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&db)?;
+    let db_arg = format!("sql:{}", db.display());
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("certutil").args(args).output().context("running certutil (Debian: libnss3-tools)")?;
+        anyhow::ensure!(out.status.success(), "certutil {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    };
+    run(&["-N", "-d", &db_arg, "--empty-password"])?;
+    let ca_file = ca.dir.join("ca.crt").to_string_lossy().into_owned();
+    run(&["-A", "-d", &db_arg, "-t", "C,,", "-n", "raftchat-test-ca", "-i", &ca_file])?;
+    Ok(home)
 }
 
 impl Drop for Driver {
@@ -35,13 +56,18 @@ impl Driver {
             "{CHROMIUM} and {CHROMEDRIVER} are needed (Debian packages chromium and chromium-driver; .ci/run installs them)"
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(CHROMEDRIVER)
+        let home = if raftchat_tests::tls::secure_by_env() { Some(trusting_home()?) } else { None };
+        let mut cmd = Command::new(CHROMEDRIVER);
+        if let Some(h) = &home {
+            cmd.env("HOME", h.path());
+        }
+        let child = cmd
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting chromedriver")?;
-        let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+        let driver = Driver { child, url: format!("http://127.0.0.1:{port}"), _home: home };
         let http = reqwest::Client::new();
         eventually(Duration::from_secs(20), "chromedriver to answer", || async {
             let v: Value = http.get(format!("{}/status", driver.url)).send().await.ok()?.json().await.ok()?;
@@ -55,14 +81,16 @@ impl Driver {
     pub async fn browser(&self) -> anyhow::Result<Client> {
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "chrome".into());
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": CHROMIUM,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1100,720", "--force-device-scale-factor=1"],
-            }),
-        );
+
+        let args: Vec<&str> = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1100,720",
+            "--force-device-scale-factor=1",
+        ];
+        caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": CHROMIUM, "args": args }));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         Ok(fantoccini::ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await?)
     }

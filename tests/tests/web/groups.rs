@@ -103,7 +103,14 @@ async fn run(c: &Cluster, api: &Api, carol: &raftchat_tests::chat::Session, b: &
     let video = dir.path().join("clip.mp4");
     std::fs::write(&video, vec![7u8; 300_000])?;
     b.find(fantoccini::Locator::Css("#attach-input")).await?.send_keys(&video.display().to_string()).await?;
-    until(b, "document.querySelector('#messages video.media-video')", "the video player", T).await?;
+    // The player gets its source once the signed media link arrives.
+    until(
+        b,
+        "document.querySelector('#messages video.media-video')?.src.includes('/api/v1/media/')",
+        "the video player",
+        T,
+    )
+    .await?;
     let status = b
         .execute_async(
             "const done = arguments[0]; fetch(document.querySelector('#messages video').src, { headers: { Range: 'bytes=1000-1999' } })
