@@ -218,7 +218,13 @@ impl Db {
             None => Command::new(&o.binary),
         };
         cmd.arg("node")
-            .args(["--node-id", &id.to_string(), "--cluster-id", "jepsen"])
+            // With TLS the certificates name the test CA's cluster.
+            .args([
+                "--node-id",
+                &id.to_string(),
+                "--cluster-id",
+                if o.tls { raftchat_tests::tls::CLUSTER_ID } else { "jepsen" },
+            ])
             .args(["--listen", &n.http, "--advertise", &n.http])
             .args(["--raft-listen", &n.raft, "--raft-advertise", &n.raft_advertise])
             .args(["--peers", &self.peers, "--internal-api"])

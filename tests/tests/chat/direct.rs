@@ -13,8 +13,18 @@ use crate::SECS_10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn direct_chat_across_nodes_with_receipts_and_retries() -> anyhow::Result<()> {
+    direct_chat(Opts { data_groups: 16, ..Default::default() }).await
+}
+
+/// The same over TLS: mutual TLS between nodes, HTTPS and WSS for the clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn direct_chat_over_tls() -> anyhow::Result<()> {
+    direct_chat(Opts { data_groups: 16, secure: true, ..Default::default() }).await
+}
+
+async fn direct_chat(opts: Opts) -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
-    let c = Cluster::start(Opts { data_groups: 16, ..Default::default() }).await?;
+    let c = Cluster::start(opts).await?;
     let u = users(&c, "direct", 2).await?;
     let (alice, bob) = (&u[0], &u[1]);
     assert!(api(&c, 2).register("direct-0", "another-password").await.is_err(), "a taken name is refused");

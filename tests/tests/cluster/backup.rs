@@ -28,24 +28,35 @@ fn admin(c: &Cluster, token: Option<&str>, args: &[&str]) -> anyhow::Result<(boo
     ))
 }
 
-fn opts() -> Opts {
+fn opts(secure: bool) -> Opts {
     // Small snapshots: the backup of a busy group meets snapshots built while it waits.
     Opts {
         data_groups: 4,
         snapshot_every: 300,
         logs_kept: 50,
         extra_args: vec!["--admin-token".into(), TOKEN.into()],
+        secure: secure || raftchat_tests::tls::secure_by_env(),
         ..Default::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_under_load_then_restore_into_a_new_cluster() -> anyhow::Result<()> {
+    backup_and_restore(false).await
+}
+
+/// The same over TLS (the admin CLI trusts the cluster CA and still needs the token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_restore_over_tls() -> anyhow::Result<()> {
+    backup_and_restore(true).await
+}
+
+async fn backup_and_restore(secure: bool) -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("cluster.backup");
     let file_s = file.to_string_lossy().to_string();
-    let a = Cluster::start(opts()).await?;
+    let a = Cluster::start(opts(secure)).await?;
 
     // An account and a chat through the public API (accounts are replicated keys).
     let api = Api::new(&a.url(2));
@@ -102,9 +113,9 @@ async fn backup_under_load_then_restore_into_a_new_cluster() -> anyhow::Result<(
     }
     drop(a);
 
-    let b = Cluster::start(opts()).await?;
+    let b = Cluster::start(opts(secure)).await?;
     // Refused into a cluster of another shape.
-    let c5 = Cluster::start(Opts { data_groups: 5, ..opts() }).await?;
+    let c5 = Cluster::start(Opts { data_groups: 5, ..opts(secure) }).await?;
     let (ok, out) = admin(&c5, Some(TOKEN), &["restore", "--in", &file_s])?;
     anyhow::ensure!(!ok && out.contains("--data-groups 4"), "a restore into 5 groups must be refused: {out}");
     drop(c5);
@@ -149,7 +160,7 @@ async fn backup_under_load_then_restore_into_a_new_cluster() -> anyhow::Result<(
     bytes[at] ^= 0xff;
     let bad = dir.path().join("damaged.backup");
     std::fs::write(&bad, &bytes)?;
-    let c = Cluster::start(opts()).await?;
+    let c = Cluster::start(opts(false)).await?;
     let (ok, out) = admin(&c, Some(TOKEN), &["restore", "--in", &bad.to_string_lossy()])?;
     anyhow::ensure!(!ok && out.contains("not a usable raftchat backup"), "a damaged backup must be refused: {out}");
     Ok(())

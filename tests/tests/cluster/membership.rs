@@ -38,10 +38,21 @@ fn load(l: &serde_json::Value) -> BTreeMap<u64, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_three_to_five_under_load_then_remove_one() -> anyhow::Result<()> {
+    grow_and_shrink(raftchat_tests::tls::secure_by_env()).await
+}
+
+/// The same over TLS: the added nodes join with their own certificates from the cluster CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_three_to_five_over_tls() -> anyhow::Result<()> {
+    grow_and_shrink(true).await
+}
+
+async fn grow_and_shrink(secure: bool) -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
     // Small snapshots: new replicas catch up by streamed snapshot, not only by log.
     let mut c =
-        Cluster::start(Opts { data_groups: 8, snapshot_every: 200, logs_kept: 50, ..Default::default() }).await?;
+        Cluster::start(Opts { data_groups: 8, snapshot_every: 200, logs_kept: 50, secure, ..Default::default() })
+            .await?;
     let (sender, other) = (Uuid::new_v4(), Uuid::new_v4());
     let chats: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for chat in &chats {

@@ -50,13 +50,14 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    pub async fn start() -> anyhow::Result<Driver> {
+    /// With `secure`, the browser trusts the test CA (secure clusters).
+    pub async fn start(secure: bool) -> anyhow::Result<Driver> {
         anyhow::ensure!(
             std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
             "{CHROMIUM} and {CHROMEDRIVER} are needed (Debian packages chromium and chromium-driver; .ci/run installs them)"
         );
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let home = if raftchat_tests::tls::secure_by_env() { Some(trusting_home()?) } else { None };
+        let home = if secure { Some(trusting_home()?) } else { None };
         let mut cmd = Command::new(CHROMEDRIVER);
         if let Some(h) = &home {
             cmd.env("HOME", h.path());

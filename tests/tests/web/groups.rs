@@ -41,7 +41,7 @@ async fn group_members_history_and_files() -> anyhow::Result<()> {
     let carol = api.signup("carol-g").await?;
     api.signup("dave-g").await?;
     api.signup("erin-g").await?;
-    let driver = Driver::start().await?;
+    let driver = Driver::start(raftchat_tests::tls::secure_by_env()).await?;
     let b = driver.browser().await?;
     let result = run(&c, &api, &carol, &b).await;
     if result.is_err() {

@@ -43,9 +43,19 @@ fn has_text(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_users_chat_in_browsers() -> anyhow::Result<()> {
+    two_users(raftchat_tests::tls::secure_by_env()).await
+}
+
+/// The same over HTTPS and WSS, in a browser that trusts the cluster's CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_users_chat_in_browsers_over_https() -> anyhow::Result<()> {
+    two_users(true).await
+}
+
+async fn two_users(secure: bool) -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
-    let c = Cluster::start(Opts { nodes: 3, data_groups: 8, ..Default::default() }).await?;
-    let driver = Driver::start().await?;
+    let c = Cluster::start(Opts { nodes: 3, data_groups: 8, secure, ..Default::default() }).await?;
+    let driver = Driver::start(secure).await?;
     let alice = driver.browser().await?;
     let bob = driver.browser().await?;
     let result = run(&c, &alice, &bob).await;
