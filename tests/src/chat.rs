@@ -211,9 +211,13 @@ impl Ws {
     /// Connects to `base` (`http://host:port`) as `s`. With `auto_delivered`, every received
     /// message is acknowledged with a `delivered` frame, as a real client does.
     pub async fn connect(base: &str, s: &Session, auto_delivered: bool) -> anyhow::Result<Ws> {
-        let url = format!("{}/ws?token={}", base.replacen("http", "ws", 1), s.token);
+        // The token rides in the subprotocol header, not in the URL (docs/PROTOCOL.md).
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/ws", base.replacen("http", "ws", 1));
         let connector = if url.starts_with("wss://") { crate::tls::ws_connector() } else { None };
-        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector).await?;
+        let mut req = url.into_client_request()?;
+        req.headers_mut().insert("sec-websocket-protocol", format!("raftchat, bearer.{}", s.token).parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(req, None, true, connector).await?;
         let (mut sink, mut stream) = socket.split();
         let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
         let (frame_tx, frames) = mpsc::channel::<Value>(100_000);

@@ -60,3 +60,34 @@ pub async fn watch(tls: Arc<NodeTls>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::certs;
+
+    #[test]
+    fn a_renewed_certificate_replaces_the_old_and_a_bad_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ca = certs::create_ca("c", 30).unwrap();
+        let signer = certs::Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+        certs::write(&d.join(crate::tls::CA_CERT), &ca.cert_pem, false, true).unwrap();
+        let issue = |node: u64| {
+            let n = signer.node("c", node, &["localhost".into()], 30).unwrap();
+            certs::write(&d.join(crate::tls::NODE_CERT), &n.cert_pem, false, true).unwrap();
+            certs::write(&d.join(crate::tls::NODE_KEY), &n.key_pem, true, true).unwrap();
+        };
+        issue(1);
+        let tls = NodeTls::load(d, "c", 1).unwrap();
+        let first = tls.key.current().cert[0].clone();
+        issue(1);
+        reload(&tls).unwrap();
+        let second = tls.key.current().cert[0].clone();
+        assert_ne!(first, second, "the renewed certificate is in use");
+        // A certificate for another node is refused, and the one in use stays.
+        issue(2);
+        assert!(reload(&tls).is_err());
+        assert_eq!(tls.key.current().cert[0], second);
+    }
+}

@@ -8,6 +8,10 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use raftchat_raft::config::CoreConfig;
+
+mod exposure;
+use exposure::check_exposure;
+use exposure::secret;
 use raftchat_storage::unsafe_knobs;
 use raftchat_storage::unsafe_knobs::Knob;
 use serde::Deserialize;
@@ -389,56 +393,6 @@ impl NodeArgs {
             unsafe_knobs: knobs(&self.unsafe_knobs, self.i_know_this_is_unsafe)?,
         })
     }
-}
-
-/// A secret from its flag or its file (trailing newline dropped), not both.
-fn secret(flag: Option<String>, file: Option<&Path>, what: &str) -> Result<Option<String>, ConfigError> {
-    match (flag, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!("give the {what} as a flag or as a file, not both"))),
-        (Some(v), None) => Ok(Some(v)),
-        (None, None) => Ok(None),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Invalid(format!("cannot read the {what} from {}: {e}", path.display())))?;
-            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
-        }
-    }
-}
-
-/// Whether `addr` (host:port) is on the loopback interface.
-fn is_loopback(addr: &str) -> bool {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(a) => a.ip().is_loopback(),
-        Err(_) => addr.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
-    }
-}
-
-/// Refuses to expose an unauthenticated surface beyond loopback unless --insecure says so.
-fn check_exposure(
-    listen: &str,
-    raft_listen: &str,
-    tls: bool,
-    plain_http: bool,
-    internal_api: bool,
-    insecure: bool,
-) -> Result<(), ConfigError> {
-    if insecure {
-        return Ok(());
-    }
-    let local = is_loopback(listen) && is_loopback(raft_listen);
-    if !tls && !local {
-        return Err(ConfigError::Invalid(format!(
-            "refusing to listen on {listen} and {raft_listen} without TLS: give --certs-dir (see `raftchat cert`), \
-             or --insecure to run with unauthenticated peers and plain HTTP"
-        )));
-    }
-    if (plain_http || internal_api) && !is_loopback(listen) {
-        let what = if internal_api { "--internal-api (no authentication)" } else { "--plain-http" };
-        return Err(ConfigError::Invalid(format!(
-            "refusing {what} on {listen}, which is not loopback; add --insecure to run it anyway"
-        )));
-    }
-    Ok(())
 }
 
 fn push_config(
