@@ -19,6 +19,8 @@ pub struct CoreConfig {
     pub api_advertise: String,
     /// The nodes of a fresh cluster (id -> raft address), this node included.
     pub initial_peers: BTreeMap<NodeId, String>,
+    /// Cut the WAL at a damaged record instead of refusing to start (`--repair-wal`).
+    pub repair_wal: bool,
     /// Mutual TLS on node-to-node connections; `None` is plain TCP (`--insecure`).
     pub peer_tls: Option<std::sync::Arc<crate::transport::tls::PeerTls>>,
     /// Data groups of a fresh cluster; ignored once the cluster exists.
@@ -64,6 +66,7 @@ impl CoreConfig {
             api_advertise: String::new(),
             initial_peers: BTreeMap::new(),
             peer_tls: None,
+            repair_wal: false,
             data_groups: 3,
             heartbeat_ms: 300,
             election_min_ms: 1500,

@@ -122,7 +122,7 @@ impl Node {
         let raft_config = Arc::new(config.raft_config().map_err(RaftError::Config)?);
         let identity = Identity { cluster_id: config.cluster_id.clone(), node_id: config.node_id };
         Identity::check_or_create(&config.data_dir, &identity)?;
-        let engine = LogEngine::open(&config.data_dir.join("wal"), config.wal_segment_bytes)?;
+        let engine = LogEngine::open_with(&config.data_dir.join("wal"), config.wal_segment_bytes, config.repair_wal)?;
         if config.compact_state {
             let started = std::time::Instant::now();
             let (before, after) = raftchat_storage::compact::compact(&config.data_dir.join("state"))?;

@@ -81,13 +81,17 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
             dedup_window_ms: cfg.dedup_window_secs * 1000,
         },
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
+        guard: Arc::new(crate::service::guard::AccountGuard::new(&cfg.guard)),
         metrics: metrics.clone(),
     };
     let hub = crate::delivery::Hub::new(service.clone(), cfg.ws_queue_len, shutdown.clone());
     let presence = crate::presence::Presence::start(
         node.clone(),
         hub.clone(),
-        crate::presence::PresenceConfig { failure_after: Duration::from_millis(cfg.failure_detect_ms) },
+        crate::presence::PresenceConfig {
+            failure_after: Duration::from_millis(cfg.failure_detect_ms),
+            rest_ttl: Duration::from_secs(cfg.rest_presence_ttl_secs),
+        },
         shutdown.clone(),
     );
     let timing = crate::ws::connection::Timing {
@@ -133,7 +137,11 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         tokio::spawn(crate::tls::reload::watch(tls.clone(), shutdown.clone()));
     }
     let client_tls = if cfg.plain_http { None } else { cfg.tls.clone() };
-    let server = tokio::spawn(crate::tls::serve::serve(listener, app, client_tls, shutdown.clone()));
+    let limits = crate::tls::serve::Limits {
+        per_addr_max: cfg.connections_per_addr_max,
+        header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
+    };
+    let server = tokio::spawn(crate::tls::serve::serve(listener, app, client_tls, limits, shutdown.clone()));
     let scheme = if cfg.plain_http { "http" } else { "https" };
     let peers = if cfg.tls.is_some() { "mutual TLS" } else { "plain TCP, unauthenticated (insecure)" };
     tracing::info!(node = node.id(), http = %format!("{scheme}://{http_addr}"), raft = %node.raft_addr(), %peers, "node serving");

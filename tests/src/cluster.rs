@@ -85,6 +85,19 @@ pub fn release_binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Every client of a test cluster is 127.0.0.1: tests register hundreds of users and load
+/// generators open thousands of sockets from it, so the per-address limits are lifted unless
+/// a test sets them (the per-account and per-user limits stay).
+fn per_address_defaults(extra: &[String]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for flag in ["--auth-attempts-per-addr-per-min", "--connections-per-addr-max"] {
+        if !extra.iter().any(|a| a == flag) {
+            out.extend([flag, "1000000"]);
+        }
+    }
+    out
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -184,6 +197,7 @@ impl Cluster {
             .arg(&n.data_dir)
             .args(["--data-groups", &opts.data_groups.to_string()])
             .args(["--snapshot-every", &opts.snapshot_every.to_string(), "--logs-kept", &opts.logs_kept.to_string()])
+            .args(per_address_defaults(&opts.extra_args))
             .args(&opts.extra_args)
             .args(extra)
             .env("RUST_LOG", std::env::var("RAFTCHAT_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))

@@ -15,6 +15,8 @@ pub struct Download {
     pub status: u16,
     pub content_range: Option<String>,
     pub content_type: Option<String>,
+    pub disposition: Option<String>,
+    pub csp: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -67,8 +69,10 @@ impl Api {
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (content_range, content_type) =
             (header(reqwest::header::CONTENT_RANGE), header(reqwest::header::CONTENT_TYPE));
+        let (disposition, csp) =
+            (header(reqwest::header::CONTENT_DISPOSITION), header(reqwest::header::CONTENT_SECURITY_POLICY));
         let status = resp.status().as_u16();
-        Ok(Download { status, content_range, content_type, body: resp.bytes().await?.to_vec() })
+        Ok(Download { status, content_range, content_type, disposition, csp, body: resp.bytes().await?.to_vec() })
     }
 
     /// `POST /messages` of type image, video or file with `media` = `{mediaId, mime, size, name, ...}`.

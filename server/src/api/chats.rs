@@ -106,6 +106,6 @@ pub async fn read(
     JsonBody(req): JsonBody<Read>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_id(&chat, "unknown_chat")?;
-    let (delivered, read) = s.service.mark(me, chat, req.seq, req.seq).await?;
+    let (delivered, read) = s.service.mark_member(me, chat, req.seq, req.seq).await?;
     Ok(Json(serde_json::json!({ "chatId": chat, "delivered": delivered, "read": read })))
 }

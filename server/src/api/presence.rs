@@ -13,16 +13,14 @@ use crate::http::error::JsonBody;
 use crate::http::AppState;
 use crate::presence::table::Status;
 
-/// The pseudo-connection id under which REST-set presence is kept on a node.
-const REST_CONNECTION: u64 = 0;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetPresence {
     status: String,
 }
 
-/// Sets the caller's status as seen through this node (`online`, `away`, or `offline` to clear).
+/// Sets the caller's status as seen through this node (`online`, `away`, or `offline` to clear);
+/// it lasts `--rest-presence-ttl-secs` (60) unless posted again, as the brief's heartbeat.
 pub async fn set(
     State(s): State<AppState>,
     AuthUser(me): AuthUser,
@@ -31,7 +29,7 @@ pub async fn set(
     let status =
         Status::parse(&req.status).ok_or_else(|| ApiError::bad_request("status must be online, away or offline"))?;
     let conn_status = (status != Status::Offline).then_some(status);
-    s.presence.set_connection(me, REST_CONNECTION, conn_status);
+    s.presence.set_rest(me, conn_status);
     let v = s.presence.view(&me);
     Ok(Json(serde_json::json!({ "userId": me, "status": v.status.as_str() })))
 }

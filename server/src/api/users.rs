@@ -19,17 +19,19 @@ pub struct Credentials {
 
 pub async fn register(
     State(s): State<AppState>,
+    addr: Option<axum::Extension<crate::tls::serve::ClientAddr>>,
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let r = s.service.register(&c.username, &c.password).await?;
+    let r = s.service.register(&c.username, &c.password, addr.map(|a| a.0 .0.ip())).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "userId": r.user_id, "username": r.username }))))
 }
 
 pub async fn login(
     State(s): State<AppState>,
+    addr: Option<axum::Extension<crate::tls::serve::ClientAddr>>,
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let session = s.service.login(&c.username, &c.password).await?;
+    let session = s.service.login(&c.username, &c.password, addr.map(|a| a.0 .0.ip())).await?;
     Ok(Json(serde_json::json!({
         "token": session.token,
         "userId": session.user_id,

@@ -78,6 +78,21 @@ pub struct NodeArgs {
     /// Messages a user may send in a burst above the sustained rate [default: 200].
     #[arg(long, env = "RAFTCHAT_SENDS_BURST")]
     pub sends_burst: Option<f64>,
+    /// Login and registration attempts per client address per minute, and the burst [default: 60].
+    #[arg(long, env = "RAFTCHAT_AUTH_ATTEMPTS_PER_ADDR_PER_MIN")]
+    pub auth_attempts_per_addr_per_min: Option<f64>,
+    /// Login attempts per account per minute on each node, and the burst [default: 10].
+    #[arg(long, env = "RAFTCHAT_LOGIN_ATTEMPTS_PER_ACCOUNT_PER_MIN")]
+    pub login_attempts_per_account_per_min: Option<f64>,
+    /// Password hashes (argon2, about 19 MiB each) computed at once [default: the number of cores].
+    #[arg(long, env = "RAFTCHAT_PASSWORD_HASHES_MAX")]
+    pub password_hashes_max: Option<usize>,
+    /// Open client connections (HTTP and WebSocket) from one address at most [default: 1024].
+    #[arg(long, env = "RAFTCHAT_CONNECTIONS_PER_ADDR_MAX")]
+    pub connections_per_addr_max: Option<usize>,
+    /// Seconds a client has to send a request's headers [default: 10].
+    #[arg(long, env = "RAFTCHAT_HEADER_READ_TIMEOUT_SECS")]
+    pub header_read_timeout_secs: Option<u64>,
     /// WebSocket connections this node accepts at most [default: 100000].
     #[arg(long, env = "RAFTCHAT_WS_CONNECTIONS_MAX")]
     pub ws_connections_max: Option<usize>,
@@ -90,6 +105,9 @@ pub struct NodeArgs {
     /// A connection without a client frame this long is away [default: 300].
     #[arg(long, env = "RAFTCHAT_AWAY_SECS")]
     pub away_secs: Option<u64>,
+    /// A presence status set over REST lasts this long unless posted again [default: 60].
+    #[arg(long, env = "RAFTCHAT_REST_PRESENCE_TTL_SECS")]
+    pub rest_presence_ttl_secs: Option<u64>,
     /// A node unreachable this long is declared dead and its users offline [default: 5000].
     #[arg(long, env = "RAFTCHAT_FAILURE_DETECT_MS")]
     pub failure_detect_ms: Option<u64>,
@@ -117,6 +135,17 @@ pub struct NodeArgs {
     /// Seconds an uploaded blob that no message references is kept [default: 86400].
     #[arg(long, env = "RAFTCHAT_MEDIA_GRACE_SECS")]
     pub media_grace_secs: Option<u64>,
+    /// After its first 10 s, an upload slower than this on average is dropped [default: 1024].
+    #[arg(long, env = "RAFTCHAT_UPLOAD_MIN_BYTES_PER_SEC")]
+    pub upload_min_bytes_per_sec: Option<u64>,
+    /// An upload must finish within this many seconds [default: 3600].
+    #[arg(long, env = "RAFTCHAT_UPLOAD_DEADLINE_SECS")]
+    pub upload_deadline_secs: Option<u64>,
+    /// Uploads in progress per user on a node [default: 4], and on the node [default: 64].
+    #[arg(long, env = "RAFTCHAT_UPLOADS_PER_USER_MAX")]
+    pub uploads_per_user_max: Option<usize>,
+    #[arg(long, env = "RAFTCHAT_UPLOADS_MAX")]
+    pub uploads_max: Option<usize>,
     /// Seconds between passes that restore missing media copies and collect unreferenced
     /// uploads [default: 60].
     #[arg(long, env = "RAFTCHAT_MEDIA_REPAIR_SECS")]
@@ -190,6 +219,12 @@ pub struct NodeArgs {
     #[arg(long)]
     #[serde(skip)]
     pub compact_state: bool,
+    /// Start even if the WAL has a damaged record with intact ones after it: cut the log there
+    /// (logging what is dropped) and let the node catch up from its peers. Once, after reading
+    /// the refusal's message; see docs/OPERATIONS.md ("Recovery runbook").
+    #[arg(long)]
+    #[serde(skip)]
+    pub repair_wal: bool,
     /// Disaster recovery when a majority of nodes is lost for good: this node becomes the only
     /// voter of every group it holds and the only node of the cluster. Once; see
     /// docs/OPERATIONS.md ("Recovery runbook").
@@ -226,6 +261,7 @@ pub struct NodeConfig {
     pub heartbeat_secs: u64,
     pub away_secs: u64,
     pub failure_detect_ms: u64,
+    pub rest_presence_ttl_secs: u64,
     pub internal_api: bool,
     pub admin_token: Option<String>,
     /// TLS settings from --certs-dir; `None`: insecure.
@@ -233,6 +269,9 @@ pub struct NodeConfig {
     /// Clients over plain HTTP even with `tls` (peers keep mutual TLS).
     pub plain_http: bool,
     pub public_metrics: bool,
+    pub guard: crate::service::guard::GuardConfig,
+    pub connections_per_addr_max: usize,
+    pub header_read_timeout_secs: u64,
     pub media: crate::media::MediaConfig,
     pub push: crate::push::PushConfig,
     /// Deliberate bugs to enable (see `raftchat_storage::unsafe_knobs`).
@@ -266,10 +305,13 @@ impl NodeArgs {
             push_secret_file
         );
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
+        merge!(self, file, auth_attempts_per_addr_per_min, login_attempts_per_account_per_min, password_hashes_max);
+        merge!(self, file, connections_per_addr_max, header_read_timeout_secs, rest_presence_ttl_secs);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
         merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
         merge!(self, file, message_segment_mib, dedup_window_secs);
         merge!(self, file, media_max_mib, media_grace_secs, media_repair_secs);
+        merge!(self, file, upload_min_bytes_per_sec, upload_deadline_secs, uploads_per_user_max, uploads_max);
         merge!(self, file, push_webhook, push_secret, push_max_attempts, push_retry_base_ms, push_retry_max_ms);
         self.internal_api |= file.internal_api;
         self.insecure |= file.insecure;
@@ -310,6 +352,7 @@ impl NodeArgs {
         }
         core.force_new_cluster = self.force_new_cluster;
         core.compact_state = self.compact_state;
+        core.repair_wal = self.repair_wal;
         if let Some(m) = self.snapshot_send_mib_per_sec {
             core.snapshot_send_bytes_per_sec = m.saturating_mul(1024 * 1024);
         }
@@ -380,15 +423,30 @@ impl NodeArgs {
             heartbeat_secs: self.heartbeat_secs.unwrap_or(30).max(2),
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
+            rest_presence_ttl_secs: self.rest_presence_ttl_secs.unwrap_or(60).clamp(1, 86_400),
             internal_api: self.internal_api,
             admin_token,
             plain_http: self.plain_http || tls.is_none(),
             tls,
             public_metrics: self.public_metrics,
+            connections_per_addr_max: self.connections_per_addr_max.unwrap_or(1024).max(1),
+            header_read_timeout_secs: self.header_read_timeout_secs.unwrap_or(10).clamp(1, 300),
+            guard: crate::service::guard::GuardConfig {
+                per_addr_per_min: self.auth_attempts_per_addr_per_min.unwrap_or(60.0).max(1.0),
+                per_account_per_min: self.login_attempts_per_account_per_min.unwrap_or(10.0).max(1.0),
+                hashes_max: self
+                    .password_hashes_max
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                    .max(1),
+            },
             media: crate::media::MediaConfig {
                 max_bytes: self.media_max_mib.unwrap_or(100).max(1).saturating_mul(1024 * 1024),
                 grace: std::time::Duration::from_secs(self.media_grace_secs.unwrap_or(86_400)),
                 repair_every: std::time::Duration::from_secs(self.media_repair_secs.unwrap_or(60).max(1)),
+                min_bytes_per_sec: self.upload_min_bytes_per_sec.unwrap_or(1024),
+                deadline: std::time::Duration::from_secs(self.upload_deadline_secs.unwrap_or(3600).max(1)),
+                per_user_max: self.uploads_per_user_max.unwrap_or(4).max(1),
+                total_max: self.uploads_max.unwrap_or(64).max(1),
             },
             unsafe_knobs: knobs(&self.unsafe_knobs, self.i_know_this_is_unsafe)?,
         })

@@ -52,11 +52,11 @@ pub fn parse_range(header: Option<&HeaderValue>, size: u64) -> Result<Option<(u6
     Ok(Some(range))
 }
 
-fn disposition(name: &str) -> HeaderValue {
+fn disposition(kind: &str, name: &str) -> HeaderValue {
     let safe: String =
         name.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').filter(|c| *c != '"' && *c != '\\').collect();
-    HeaderValue::from_str(&format!("inline; filename=\"{safe}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("inline"))
+    HeaderValue::from_str(&format!("{kind}; filename=\"{safe}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 impl Media {
@@ -70,6 +70,9 @@ impl Media {
             ));
         };
         let size = m.size;
+        // Inline only for inert types whose first bytes agree (super::inert).
+        let inline = size > 0
+            && super::inert::inline(&record.mime, self.chunk(&m, 0).await?.get(..16.min(size as usize)).unwrap_or(&[]));
         let (status, first, last) = match parse_range(headers.get(header::RANGE), size) {
             Ok(None) => (StatusCode::OK, 0, size.saturating_sub(1)),
             Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
@@ -106,11 +109,13 @@ impl Media {
         let mut r = Response::new(Body::from_stream(stream));
         *r.status_mut() = status;
         let h = r.headers_mut();
-        let mime = HeaderValue::from_str(&record.mime).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        let octets = HeaderValue::from_static("application/octet-stream");
+        let mime = if inline { HeaderValue::from_str(&record.mime).unwrap_or(octets) } else { octets };
         h.insert(header::CONTENT_TYPE, mime);
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(header::CONTENT_DISPOSITION, disposition(&record.name));
+        h.insert(header::CONTENT_DISPOSITION, disposition(if inline { "inline" } else { "attachment" }, &record.name));
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
         if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", to_hex(&sha))) {
             h.insert(header::ETAG, v);

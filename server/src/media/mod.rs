@@ -5,9 +5,11 @@
 //! other holders ([`peer`]), and acknowledged once two copies are fsynced; its record and the
 //! uploader's right to it are then committed through Raft ([`crate::service::media`]). Any node
 //! serves a download ([`download`]), from its own copy or a holder's, checking every chunk.
-//! [`repair`] restores missing copies and collects uploads no message references.
+//! [`repair`] restores missing copies and collects uploads no message references. [`inert`]
+//! decides what a browser may show inline (the rest is an attachment, always sandboxed).
 
 pub mod download;
+pub mod inert;
 pub mod peer;
 pub mod placement;
 pub mod repair;
@@ -38,6 +40,14 @@ pub struct MediaConfig {
     pub grace: Duration,
     /// Time between repair passes.
     pub repair_every: Duration,
+    /// After the first 10 s, an upload slower than this on average is dropped (408).
+    pub min_bytes_per_sec: u64,
+    /// An upload must finish within this.
+    pub deadline: Duration,
+    /// Uploads of one user in progress on this node at most.
+    pub per_user_max: usize,
+    /// Uploads in progress on this node at most.
+    pub total_max: usize,
 }
 
 /// Copies to other nodes running in the background at most (the third copy of an upload).
@@ -50,6 +60,8 @@ pub struct Media {
     pub peers: PeerClient,
     pub config: MediaConfig,
     background: Arc<Semaphore>,
+    /// Uploads in progress, per user (bounded by `per_user_max` and `total_max`).
+    uploading: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -75,6 +87,7 @@ impl Media {
             peers,
             config,
             background: Arc::new(Semaphore::new(BACKGROUND_COPIES_MAX)),
+            uploading: std::sync::Mutex::new(std::collections::HashMap::new()),
             shutdown,
         });
         tokio::spawn(repair::run(media.clone()));

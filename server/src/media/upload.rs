@@ -55,7 +55,43 @@ pub fn too_large(max: u64) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("uploads are at most {max} bytes"))
 }
 
+/// The first seconds of an upload are not held to the minimum rate (slow starts, TLS).
+const RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One upload in progress; dropping it gives the slot back.
+struct UploadSlot<'a>(&'a Media, Uuid);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.uploading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 impl Media {
+    /// A slot for one more upload of `me`, or 429.
+    fn upload_slot(&self, me: Uuid) -> Result<UploadSlot<'_>, ApiError> {
+        let mut m = self.uploading.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = m.values().sum();
+        let mine = m.get(&me).copied().unwrap_or(0);
+        if mine >= self.config.per_user_max {
+            return Err(ApiError::rate_limited(
+                format!("at most {} uploads at once per user", self.config.per_user_max),
+                1,
+            ));
+        }
+        if total >= self.config.total_max {
+            return Err(ApiError::rate_limited("this node has too many uploads in progress", 1));
+        }
+        *m.entry(me).or_insert(0) += 1;
+        Ok(UploadSlot(self, me))
+    }
+
     /// Checks what can be checked before a byte is read.
     pub fn precheck(&self, meta: &UploadMeta) -> Result<(), ApiError> {
         if meta.announced.is_some_and(|n| n > self.config.max_bytes) {
@@ -79,6 +115,9 @@ impl Media {
         E: std::fmt::Display,
     {
         self.precheck(&meta)?;
+        let _slot = self.upload_slot(me)?;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.deadline;
         let store = self.store.clone();
         let mut writer = tokio::task::spawn_blocking(move || BlobWriter::new(store))
             .await
@@ -87,13 +126,25 @@ impl Media {
         let mut pending: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
         let mut total: u64 = 0;
         loop {
-            let next = tokio::time::timeout(UPLOAD_IDLE, body.next()).await.map_err(|_| {
+            let wait = UPLOAD_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let next = tokio::time::timeout(wait, body.next()).await.map_err(|_| {
                 ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "timeout",
-                    format!("the upload sent nothing for {UPLOAD_IDLE:?}"),
+                    format!(
+                        "the upload sent nothing for {wait:?}, or ran past its {:?} deadline",
+                        self.config.deadline
+                    ),
                 )
             })?;
+            let elapsed = started.elapsed();
+            if elapsed > RATE_GRACE && (total as f64) < self.config.min_bytes_per_sec as f64 * elapsed.as_secs_f64() {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "too_slow",
+                    format!("the upload is slower than {} bytes/s", self.config.min_bytes_per_sec),
+                ));
+            }
             let done = next.is_none();
             if let Some(frame) = next {
                 let bytes = frame.map_err(|e| ApiError::bad_request(format!("the upload broke off: {e}")))?;

@@ -43,7 +43,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct PresenceConfig {
     /// A node whose connection stays down this long is declared dead.
     pub failure_after: Duration,
+    /// A status set over REST lasts this long unless set again (the brief's heartbeat).
+    pub rest_ttl: Duration,
 }
+
+/// The pseudo-connection id under which REST-set presence is kept on a node.
+pub const REST_CONNECTION: u64 = 0;
 
 pub struct Presence {
     node: Node,
@@ -56,6 +61,8 @@ pub struct Presence {
     pending: Mutex<Vec<Entry>>,
     /// When each peer was last seen connected.
     last_up: Mutex<HashMap<u64, Instant>>,
+    /// When each status set over REST on this node runs out.
+    rest_until: Mutex<HashMap<Uuid, Instant>>,
     pub gossip_bytes_sent: AtomicU64,
     pub gossip_bytes_received: AtomicU64,
 }
@@ -79,6 +86,7 @@ impl Presence {
             local: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             last_up: Mutex::new(HashMap::new()),
+            rest_until: Mutex::new(HashMap::new()),
             gossip_bytes_sent: AtomicU64::new(0),
             gossip_bytes_received: AtomicU64::new(0),
         });
@@ -93,6 +101,34 @@ impl Presence {
 
     pub fn view(&self, user: &Uuid) -> View {
         self.table().view(user)
+    }
+
+    /// A status set over REST: kept for the REST TTL, refreshed by the next one.
+    pub fn set_rest(&self, user: Uuid, status: Option<Status>) {
+        {
+            let mut until = self.rest_until.lock().unwrap_or_else(|e| e.into_inner());
+            match status {
+                Some(_) => until.insert(user, Instant::now() + self.config.rest_ttl),
+                None => until.remove(&user),
+            };
+        }
+        self.set_connection(user, REST_CONNECTION, status);
+    }
+
+    /// Clears the REST statuses whose TTL ran out.
+    fn expire_rest(&self) {
+        let now = Instant::now();
+        let expired: Vec<Uuid> = {
+            let mut until = self.rest_until.lock().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<Uuid> = until.iter().filter(|(_, t)| **t <= now).map(|(u, _)| *u).collect();
+            for u in &gone {
+                until.remove(u);
+            }
+            gone
+        };
+        for user in expired {
+            self.set_connection(user, REST_CONNECTION, None);
+        }
     }
 
     /// Sets (or with `None`, removes) the status of one local connection of `user`.
@@ -160,7 +196,10 @@ impl Presence {
             tokio::select! {
                 _ = push.tick() => self.push(),
                 _ = pull.tick() => self.pull(),
-                _ = detect.tick() => self.detect(),
+                _ = detect.tick() => {
+                    self.detect();
+                    self.expire_rest();
+                }
                 _ = shutdown.changed() => if *shutdown.borrow() { return },
             }
         }

@@ -179,7 +179,15 @@ impl ChatService {
         }
     }
 
-    /// Raises `me`'s delivered and read watermarks in `chat`; returns the new ones.
+    /// [`Self::mark`] for a caller not known to be a member: a receipt for a chat the caller is
+    /// not in is refused here, and never reaches the chat's log.
+    pub async fn mark_member(&self, me: Uuid, chat: Uuid, delivered: u64, read: u64) -> Result<(u64, u64), ApiError> {
+        self.membership(me, chat, Consistency::Local).await?;
+        self.mark(me, chat, delivered, read).await
+    }
+
+    /// Raises `me`'s delivered and read watermarks in `chat`, a chat `me` is a member of;
+    /// returns the new ones.
     pub async fn mark(&self, me: Uuid, chat: Uuid, delivered: u64, read: u64) -> Result<(u64, u64), ApiError> {
         match self.write(self.group(&chat)?, ChatCommand::Receipt { chat, user: me, delivered, read }).await? {
             CommandOutcome::Receipt { delivered, read, .. } => Ok((delivered, read)),

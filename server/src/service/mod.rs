@@ -4,7 +4,8 @@
 //! - [`chats`]: direct and group chats, members, each user's chat index.
 //! - [`messages`]: sending, history, receipts.
 //! - [`media`]: media records, references and download rights (the blobs are in [`crate::media`]).
-//! - [`rate`]: per-user token buckets.
+//! - [`rate`]: token buckets per user, address or account.
+//! - [`guard`]: limits on login and registration, password hashing slots.
 //!
 //! Where things live: a chat, its members, messages and receipts in the chat's group; a user's
 //! account under `un/<username>` in the group of the username and under `ui/<user id>` in the
@@ -12,6 +13,7 @@
 //! the user's home group, so that listing a user's chats reads one group.
 
 pub mod chats;
+pub mod guard;
 pub mod media;
 pub mod messages;
 pub mod rate;
@@ -49,6 +51,8 @@ pub struct ChatService {
     pub router: Arc<GroupRouter>,
     pub config: ServiceConfig,
     pub limiter: Arc<rate::RateLimiter>,
+    /// Login and registration limits, password hashing slots.
+    pub guard: Arc<guard::AccountGuard>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 

@@ -1,6 +1,8 @@
-//! Per-user token buckets, kept on each node for the users it serves.
+//! Token buckets per key (a user, a client address, an account name), kept on each node for
+//! the clients it serves.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -8,28 +10,37 @@ use uuid::Uuid;
 
 /// Buckets idle this long are forgotten.
 const IDLE_SECS: f64 = 300.0;
-/// Users tracked at most; past it, idle buckets are swept.
-const USERS_MAX: usize = 1_000_000;
+/// Keys tracked at most; past it, idle buckets are swept (and, if still full, all of them: a
+/// flood of distinct keys costs the flooder its own history, never unbounded memory).
+const KEYS_MAX: usize = 1_000_000;
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = Uuid> {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<Uuid, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(rate: f64, burst: f64) -> Self {
         RateLimiter { rate, burst, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Takes one token for `user`; false when the user is over the limit.
-    pub fn allow(&self, user: Uuid) -> bool {
+    /// Seconds until a refused key has a token again (for `Retry-After`).
+    pub fn retry_after_secs(&self) -> u64 {
+        (1.0 / self.rate).ceil().max(1.0) as u64
+    }
+
+    /// Takes one token for `key`; false when it is over the limit.
+    pub fn allow(&self, key: K) -> bool {
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if b.len() >= USERS_MAX {
+        if b.len() >= KEYS_MAX {
             b.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < IDLE_SECS);
+            if b.len() >= KEYS_MAX {
+                b.clear();
+            }
         }
-        let (tokens, last) = b.entry(user).or_insert((self.burst, now));
+        let (tokens, last) = b.entry(key).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
@@ -45,7 +56,7 @@ impl RateLimiter {
 mod tests {
     #[test]
     fn burst_then_refuse() {
-        let r = super::RateLimiter::new(1.0, 3.0);
+        let r: super::RateLimiter = super::RateLimiter::new(1.0, 3.0);
         let u = uuid::Uuid::new_v4();
         assert!((0..3).all(|_| r.allow(u)));
         assert!(!r.allow(u));

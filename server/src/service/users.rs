@@ -60,7 +60,13 @@ impl ChatService {
         self.group(&Uuid::new_v5(&USERNAME_NS, username.as_bytes()))
     }
 
-    pub async fn register(&self, username: &str, password: &str) -> Result<UserRecord, ApiError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<UserRecord, ApiError> {
+        self.guard.attempt(addr, None)?;
         if !valid_username(username) {
             return Err(ApiError::bad_request("username must be 3 to 32 letters, digits, '_', '-' or '.'"));
         }
@@ -68,9 +74,10 @@ impl ChatService {
             return Err(ApiError::bad_request("password must be 8 to 256 bytes"));
         }
         let pw = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        let hash = self
+            .guard
+            .hash_work(move || crate::auth::hash_password(&pw))
+            .await?
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
         let record = UserRecord {
             user_id: Uuid::new_v4(),
@@ -100,22 +107,27 @@ impl ChatService {
         Ok(record)
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Result<Session, ApiError> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Session, ApiError> {
         let wrong = || ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "wrong username or password");
         if !valid_username(username) {
             return Err(wrong());
         }
+        self.guard.attempt(addr, Some(username))?;
         let group = self.username_group(username)?;
-        let Some(bytes) = self.get(group, name_key(username), Consistency::Linearizable).await? else {
-            return Err(wrong());
+        let record = match self.get(group, name_key(username), Consistency::Linearizable).await? {
+            Some(bytes) => Some(decode(&bytes)?),
+            None => None,
         };
-        let record = decode(&bytes)?;
+        // An unknown name costs the same hash check as a known one.
+        let hash = record.as_ref().map_or_else(|| self.guard.dummy_hash(), |r: &UserRecord| r.password_hash.clone());
         let pw = password.to_string();
-        let hash = record.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&pw, &hash)).await.unwrap_or(false);
-        if !ok {
-            return Err(wrong());
-        }
+        let ok = self.guard.hash_work(move || crate::auth::verify_password(&pw, &hash)).await?;
+        let Some(record) = record.filter(|_| ok) else { return Err(wrong()) };
         let expires_ms = super::now_ms() + self.config.token_ttl_ms;
         let token = crate::auth::issue_token(&self.token_secret()?, record.user_id, expires_ms)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

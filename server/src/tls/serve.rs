@@ -23,13 +23,25 @@ use tower::ServiceExt;
 
 use super::NodeTls;
 
-/// A client has this long to finish its TLS handshake, and then each request's headers.
+/// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits of the client listener (flags).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections from one client address at most.
+    pub per_addr_max: usize,
+    /// A request's headers must arrive within this (a slow-header client is cut off).
+    pub header_read_timeout: Duration,
+}
 /// Connections finishing their requests at shutdown get this long.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The client's address (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// What the client's TLS connection proved (a request extension).
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,8 +50,48 @@ pub struct ClientCert {
     pub admin: bool,
 }
 
-/// Serves `app` on `listener` until shutdown; TLS when `tls` is given.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<NodeTls>>, mut shutdown: watch::Receiver<bool>) {
+/// Open connections per client address, capped: one address cannot take every descriptor.
+struct PerAddr {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection of an address; closing it gives the slot back.
+struct AddrSlot(Arc<PerAddr>, std::net::IpAddr);
+
+impl PerAddr {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddrSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddrSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until shutdown; TLS when `tls` is given; within `limits`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<NodeTls>>,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let per_addr = Arc::new(PerAddr { max: limits.per_addr_max.max(1), open: Default::default() });
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -54,19 +106,25 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<NodeTls>>
                 continue;
             }
         };
+        let Some(slot) = per_addr.take(remote.ip()) else {
+            tracing::debug!(%remote, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let sd = shutdown.clone();
         tokio::spawn(async move {
             let res = match tls {
-                None => connection(tcp, ClientCert::default(), app, sd).await,
+                None => connection(tcp, remote, ClientCert::default(), app, limits, sd).await,
                 Some(tls) => match secure(tcp, &tls).await {
-                    Ok(Some((stream, cert))) => connection(stream, cert, app, sd).await,
+                    Ok(Some((stream, cert))) => connection(stream, remote, cert, app, limits, sd).await,
                     Ok(None) => Ok(()),
                     Err(why) => Err(why),
                 },
             };
+            drop(slot);
             if let Err(why) = res {
                 tracing::debug!(%remote, %why, "client connection ended");
             }
@@ -121,8 +179,10 @@ async fn plain_http_refusal(mut tcp: TcpStream) {
 
 async fn connection<S>(
     stream: S,
+    remote: std::net::SocketAddr,
     cert: ClientCert,
     app: Router,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String>
 where
@@ -130,11 +190,12 @@ where
 {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(cert);
+        req.extensions_mut().insert(ClientAddr(remote));
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

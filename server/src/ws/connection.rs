@@ -186,7 +186,9 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
                     match ClientFrame::parse(&text) {
                         Err(e) => w.send(ServerFrame::error(e.code, e.message, Some(e.reference))).await?,
                         Ok(ClientFrame::Ping) => w.send(ServerFrame::Pong).await?,
-                        Ok(ClientFrame::Delivered { chat_id, seq }) => {
+                        // Batched, for the chats this connection follows (its user's chats); a
+                        // receipt for any other chat is checked on its own and never batched.
+                        Ok(ClientFrame::Delivered { chat_id, seq }) if w.next.contains_key(&chat_id) => {
                             let e = delivered.entry(chat_id).or_insert(0);
                             *e = (*e).max(seq);
                         }
@@ -195,7 +197,13 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
                             guard.0.set_connection(user, conn, Some(status.0));
                         }
                         Ok(ClientFrame::Typing { chat_id }) => {
-                            if typing.get(&chat_id).is_none_or(|t| t.elapsed() >= TYPING_EVERY) {
+                            if !w.next.contains_key(&chat_id) {
+                                // Not one of this user's chats: refused without a lookup or an entry.
+                                w.send(ServerFrame::error("not_member", "not a member of this chat", Some("typing".into()))).await?;
+                            } else if typing.get(&chat_id).is_none_or(|t| t.elapsed() >= TYPING_EVERY) {
+                                if typing.len() >= TYPING_TRACKED_MAX {
+                                    typing.retain(|_, t| t.elapsed() < TYPING_EVERY);
+                                }
                                 typing.insert(chat_id, Instant::now());
                                 queue.push_back(Queued::Frame(ClientFrame::Typing { chat_id }));
                             }
@@ -236,6 +244,9 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
     hub.unregister(conn);
     drop(guard);
 }
+
+/// Chats whose last typing signal a connection remembers before it forgets the stale ones.
+const TYPING_TRACKED_MAX: usize = 64;
 
 async fn until_shutdown(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -294,8 +305,15 @@ fn start(q: Queued, user: Uuid, service: &ChatService, presence: &Arc<Presence>,
         }
         ClientFrame::Delivered { chat_id, seq } | ClientFrame::Read { chat_id, seq } => {
             let read = matches!(frame, ClientFrame::Read { .. });
+            let known = w.next.contains_key(&chat_id);
             Box::pin(async move {
-                match service.mark(user, chat_id, seq, if read { seq } else { 0 }).await {
+                let (d, r) = (seq, if read { seq } else { 0 });
+                let marked = if known {
+                    service.mark(user, chat_id, d, r).await
+                } else {
+                    service.mark_member(user, chat_id, d, r).await
+                };
+                match marked {
                     Ok((delivered, read)) => {
                         Outcome::Frame(ServerFrame::Receipt { chat_id, user_id: user, delivered, read })
                     }

@@ -9,12 +9,14 @@
 //!   so a segment can be deleted once no group has live entries in it. Purge frees disk: the
 //!   few live entries of small groups (an idle group, the meta group) are copied forward into
 //!   a new segment so they never hold old segments alive ([`gc`]).
-//! - Replay on open checks every CRC; a torn record at the very tail (a crash mid-write) is cut
-//!   off, anything else that does not check refuses to open with [`StorageError::Corrupt`].
+//! - Replay on open checks every CRC ([`replay`]); a torn record at the very tail (a crash
+//!   mid-write) is cut off; a bad record with intact records after it refuses to open with
+//!   [`StorageError::Corrupt`] naming the file and offset, unless the operator asks for a repair.
 
 pub mod flusher;
 mod gc;
 pub mod record;
+mod replay;
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -35,8 +37,6 @@ use flusher::Done;
 use flusher::FlushRequest;
 pub use flusher::FlushStats;
 use record::Record;
-use record::RECORD_HEADER_LEN;
-use record::RECORD_LEN_MAX;
 use record::SEGMENT_HEADER_LEN;
 
 use crate::error::StorageError;
@@ -151,6 +151,13 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
 impl LogEngine {
     /// Opens (or creates) the log in `dir`, replaying every segment.
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<Self, StorageError> {
+        Self::open_with(dir, segment_bytes, false)
+    }
+
+    /// [`Self::open`]; with `repair`, a bad record in the last segment is cut off with what
+    /// follows it (logged with the bytes dropped) instead of refusing to open
+    /// (`raftchat node --repair-wal`).
+    pub fn open_with(dir: &Path, segment_bytes: u64, repair: bool) -> Result<Self, StorageError> {
         fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
         let mut ids = Vec::new();
         for ent in fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))? {
@@ -172,7 +179,7 @@ impl LogEngine {
         for (i, &id) in ids.iter().enumerate() {
             let is_last = i + 1 == ids.len();
             let path = seg_path(dir, id);
-            let len = replay_segment(&path, id, is_last, &mut groups)?;
+            let len = replay::replay_segment(&path, id, is_last, repair, &mut groups)?;
             let file = Arc::new(
                 OpenOptions::new().read(true).write(true).open(&path).map_err(|e| StorageError::io(&path, e))?,
             );
@@ -449,49 +456,6 @@ fn create_segment(dir: &Path, id: u64) -> Result<Segment, StorageError> {
     file.sync_all().map_err(|e| StorageError::io(&path, e))?;
     sync_dir(dir)?;
     Ok(Segment { id, file: Arc::new(file), len: SEGMENT_HEADER_LEN })
-}
-
-/// Replays one segment into `groups`; returns the length of its valid prefix.
-fn replay_segment(
-    path: &Path,
-    seg: u64,
-    is_last: bool,
-    groups: &mut HashMap<u32, GroupIndex>,
-) -> Result<u64, StorageError> {
-    let data = fs::read(path).map_err(|e| StorageError::io(path, e))?;
-    let corrupt = |reason: String| StorageError::Corrupt { path: path.to_path_buf(), reason };
-    record::check_segment_header(&data).map_err(corrupt)?;
-    let mut pos = SEGMENT_HEADER_LEN as usize;
-    while pos < data.len() {
-        let torn = |why: &str| -> Result<u64, StorageError> {
-            if is_last {
-                tracing::warn!(path = %path.display(), offset = pos, why, "cutting torn tail of WAL");
-                let f = OpenOptions::new().write(true).open(path).map_err(|e| StorageError::io(path, e))?;
-                f.set_len(pos as u64).map_err(|e| StorageError::io(path, e))?;
-                f.sync_all().map_err(|e| StorageError::io(path, e))?;
-                Ok(pos as u64)
-            } else {
-                Err(StorageError::Corrupt { path: path.to_path_buf(), reason: format!("{why} at offset {pos}") })
-            }
-        };
-        if data.len() - pos < RECORD_HEADER_LEN {
-            return torn("short record header");
-        }
-        let crc = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
-        let len = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
-        if len > RECORD_LEN_MAX || data.len() - pos - RECORD_HEADER_LEN < len {
-            return torn("short record");
-        }
-        let payload = &data[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len];
-        if crc32fast::hash(payload) != crc {
-            return torn("checksum mismatch");
-        }
-        let (rec, offs) = Record::decode(payload).map_err(|r| corrupt(format!("{r} at offset {pos}")))?;
-        let base = (pos + RECORD_HEADER_LEN) as u64;
-        apply_to_index(groups, &rec, offs.into_iter().map(|(off, len)| Loc { seg, off: base + off, len }));
-        pos += RECORD_HEADER_LEN + len;
-    }
-    Ok(pos as u64)
 }
 
 #[cfg(test)]

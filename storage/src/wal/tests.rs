@@ -132,6 +132,44 @@ fn torn_tail_is_cut_but_middle_corruption_refuses() {
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
 }
 
+/// Where each record of a segment starts.
+fn record_starts(data: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN as usize;
+    while pos + record::RECORD_HEADER_LEN <= data.len() {
+        starts.push(pos);
+        let len = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]) as usize;
+        pos += record::RECORD_HEADER_LEN + len;
+    }
+    starts
+}
+
+#[test]
+fn a_damaged_record_with_intact_ones_after_it_refuses_unless_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let e = LogEngine::open(dir.path(), SEGMENT_BYTES_DEFAULT).unwrap();
+        e.append(1, 1, entries(3, 1), noop()).unwrap();
+        e.append(1, 4, entries(3, 2), noop()).unwrap();
+        e.append(1, 7, entries(3, 3), noop()).unwrap();
+    }
+    let seg = seg_path(dir.path(), 1);
+    let mut data = std::fs::read(&seg).unwrap();
+    let starts = record_starts(&data);
+    // The record of entries 4..=6 is the second to last; flip a byte of its payload.
+    let victim = starts[starts.len() - 2];
+    data[victim + record::RECORD_HEADER_LEN + 2] ^= 0x40;
+    std::fs::write(&seg, &data).unwrap();
+    let err = LogEngine::open(dir.path(), SEGMENT_BYTES_DEFAULT).err().expect("a damaged record must refuse");
+    let text = err.to_string();
+    assert!(text.contains(&format!("offset {victim}")) && text.contains("--repair-wal"), "{text}");
+    assert_eq!(std::fs::read(&seg).unwrap(), data, "refusing changes nothing on disk");
+    // Repair cuts at the damaged record and drops what follows.
+    let e = LogEngine::open_with(dir.path(), SEGMENT_BYTES_DEFAULT, true).unwrap();
+    assert_eq!(e.group_state(1).bounds, Some((1, 3)));
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), victim as u64);
+}
+
 #[test]
 fn flush_callbacks_fire_after_fsync() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Chat service tests: real nodes, real REST and WebSocket clients
 //! (build the binary first: `cargo build --bin raftchat`).
 
+mod abuse;
 mod bad_input;
 mod direct;
 mod fresh_chat;

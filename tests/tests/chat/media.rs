@@ -116,12 +116,29 @@ async fn media_upload_download_repair_and_collection() -> anyhow::Result<()> {
     // Upload on node 1: named by its SHA-256, acknowledged with two copies durable.
     let data: Vec<u8> =
         (0..(2 * 1024 * 1024 + 123_457u32)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    // A PNG's signature first: only then is it served inline as image/png.
+    let mut data = data;
+    data[..8].copy_from_slice(b"\x89PNG\r\n\x1a\n");
     let sha = format!("{:x}", sha2::Sha256::digest(&data));
     let up = api(&c, 1).upload(alice, data.clone(), "image/png", "cat.png").await?;
     assert_eq!((up["mediaId"].as_str(), up["size"].as_u64()), (Some(sha.as_str()), Some(data.len() as u64)), "{up}");
     assert_eq!(up["mime"], "image/png");
     assert!(holders(&c, &sha).len() >= 2, "acknowledged before two copies: {:?}", holders(&c, &sha));
     eventually(SECS_30, "three copies", || async { (holders(&c, &sha).len() == 3).then_some(()) }).await?;
+
+    // Stored XSS: an HTML upload comes back as a sandboxed attachment of no type a browser runs,
+    // and so does a "PNG" whose bytes are not one.
+    for (bytes, mime) in [
+        (&b"<html><script>alert(document.cookie)</script></html>"[..], "text/html"),
+        (&b"<svg onload=alert(1)>"[..], "image/png"),
+    ] {
+        let up = api(&c, 2).upload(alice, bytes.to_vec(), mime, "page.html").await?;
+        let d = api(&c, 2).download(alice, up["mediaId"].as_str().unwrap_or(""), None).await?;
+        assert_eq!(d.status, 200);
+        assert_eq!(d.content_type.as_deref(), Some("application/octet-stream"), "{mime}");
+        assert!(d.disposition.as_deref().is_some_and(|v| v.starts_with("attachment")), "{:?}", d.disposition);
+        assert!(d.csp.as_deref().is_some_and(|v| v.starts_with("sandbox")), "{:?}", d.csp);
+    }
 
     // Before any message references it: the uploader may download it, nobody else.
     assert_eq!(api(&c, 2).download(alice, &sha, None).await?.body, data);

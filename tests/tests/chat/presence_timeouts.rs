@@ -44,3 +44,28 @@ async fn heartbeat_timeout_and_inactivity() -> anyhow::Result<()> {
     assert!(f["lastSeen"].is_string());
     Ok(())
 }
+
+/// A status posted over REST lasts its TTL: online while it is refreshed, offline after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_presence_expires_after_its_ttl() -> anyhow::Result<()> {
+    let _serial = raftchat_tests::serial().await;
+    let extra_args = ["--rest-presence-ttl-secs", "2"].map(String::from).to_vec();
+    let c = Cluster::start(Opts { data_groups: 3, extra_args, ..Default::default() }).await?;
+    let u = users(&c, "rest", 2).await?;
+    let (poster, reader) = (&u[0], &u[1]);
+    api(&c, 1).direct(poster, reader.user).await?;
+    let started = std::time::Instant::now();
+    api(&c, 1).set_presence(poster, "online").await?;
+    let status = |v: serde_json::Value| v["status"].as_str().unwrap_or("").to_string();
+    // Seen on another node once gossiped.
+    raftchat_tests::eventually(Duration::from_secs(5), "the REST status on node 2", || async {
+        (status(api(&c, 2).presence(reader, poster.user).await.ok()?) == "online").then_some(())
+    })
+    .await?;
+    raftchat_tests::eventually(Duration::from_secs(15), "the REST status to expire", || async {
+        (status(api(&c, 2).presence(reader, poster.user).await.ok()?) == "offline").then_some(())
+    })
+    .await?;
+    assert!(started.elapsed() >= Duration::from_secs(2), "expired by its TTL, not at once");
+    Ok(())
+}
