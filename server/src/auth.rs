@@ -1,8 +1,9 @@
 //! Passwords (argon2id) and session tokens (HMAC-SHA256 with the cluster secret).
 //!
-//! A token is `base64url(user id (16) | expires at ms (8 BE) | HMAC-SHA256 of those 24 bytes)`.
-//! Every node can check it without a lookup; the secret is drawn once at cluster bootstrap and
-//! replicated in the cluster layout.
+//! A token is `base64url(user id (16) | session id (8) | issued at ms (8 BE) | expires at ms
+//! (8 BE) | HMAC-SHA256 of those 40 bytes)`. Every node can check its signature without a
+//! lookup; the secret is drawn once at cluster bootstrap and replicated in the cluster layout.
+//! Whether the session was revoked is [`crate::service::sessions`]'s question.
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::PasswordHash;
@@ -17,7 +18,18 @@ use hmac::Mac;
 use sha2::Sha256;
 use uuid::Uuid;
 
-const TOKEN_BYTES: usize = 16 + 8 + 32;
+const TOKEN_DATA: usize = 16 + 8 + 8 + 8;
+const TOKEN_BYTES: usize = TOKEN_DATA + 32;
+
+/// What a valid token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claims {
+    pub user: Uuid,
+    /// Random per login: names the session for logout.
+    pub session: u64,
+    pub issued_ms: u64,
+    pub expires_ms: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -51,10 +63,12 @@ pub fn hmac_sha256(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-pub fn issue_token(secret: &[u8], user: Uuid, expires_ms: u64) -> Result<String, TokenError> {
+pub fn issue_token(secret: &[u8], c: &Claims) -> Result<String, TokenError> {
     let mut buf = Vec::with_capacity(TOKEN_BYTES);
-    buf.extend_from_slice(user.as_bytes());
-    buf.extend_from_slice(&expires_ms.to_be_bytes());
+    buf.extend_from_slice(c.user.as_bytes());
+    buf.extend_from_slice(&c.session.to_be_bytes());
+    buf.extend_from_slice(&c.issued_ms.to_be_bytes());
+    buf.extend_from_slice(&c.expires_ms.to_be_bytes());
     let sig = hmac_sha256(secret, &[&buf]);
     buf.extend_from_slice(&sig);
     Ok(URL_SAFE_NO_PAD.encode(buf))
@@ -92,23 +106,27 @@ pub fn check_media_signature(secret: &[u8], sig: &str, sha: &[u8; 32], now_ms: u
     Ok(user)
 }
 
-/// Returns the user of a valid, unexpired token.
-pub fn check_token(secret: &[u8], token: &str, now_ms: u64) -> Result<Uuid, TokenError> {
+/// The claims of a valid, unexpired token.
+pub fn check_token(secret: &[u8], token: &str, now_ms: u64) -> Result<Claims, TokenError> {
     let raw = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| TokenError::Malformed)?;
     if raw.len() != TOKEN_BYTES {
         return Err(TokenError::Malformed);
     }
-    let (data, sig) = raw.split_at(24);
+    let (data, sig) = raw.split_at(TOKEN_DATA);
     let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::Malformed)?;
     m.update(data);
     m.verify_slice(sig).map_err(|_| TokenError::BadSignature)?;
     let user = Uuid::from_slice(&data[..16]).map_err(|_| TokenError::Malformed)?;
-    let mut exp = [0u8; 8];
-    exp.copy_from_slice(&data[16..24]);
-    if u64::from_be_bytes(exp) <= now_ms {
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&data[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let c = Claims { user, session: u64_at(16), issued_ms: u64_at(24), expires_ms: u64_at(32) };
+    if c.expires_ms <= now_ms {
         return Err(TokenError::Expired);
     }
-    Ok(user)
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -119,8 +137,9 @@ mod tests {
     fn token_round_trip_and_rejections() {
         let s = b"secret-secret-secret-secret-1234";
         let u = Uuid::new_v4();
-        let t = issue_token(s, u, 10_000).unwrap();
-        assert_eq!(check_token(s, &t, 9_999), Ok(u));
+        let c = Claims { user: u, session: 7, issued_ms: 5, expires_ms: 10_000 };
+        let t = issue_token(s, &c).unwrap();
+        assert_eq!(check_token(s, &t, 9_999), Ok(c));
         assert_eq!(check_token(s, &t, 10_000), Err(TokenError::Expired));
         assert_eq!(check_token(b"other-secret-other-secret-123456", &t, 1), Err(TokenError::BadSignature));
         let mut bad = t.clone().into_bytes();

@@ -82,6 +82,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         },
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
         guard: Arc::new(crate::service::guard::AccountGuard::new(&cfg.guard)),
+        sessions: Arc::new(crate::service::sessions::RevocationCache::default()),
         metrics: metrics.clone(),
     };
     let hub = crate::delivery::Hub::new(service.clone(), cfg.ws_queue_len, shutdown.clone());

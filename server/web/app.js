@@ -299,7 +299,9 @@ function wire() {
       showError('sidebar-error', err);
     }
   });
-  $('logout').addEventListener('click', () => {
+  $('logout').addEventListener('click', async () => {
+    // The server forgets the session too: a copied token stops working everywhere.
+    await api.call('DELETE', '/sessions/current').catch(() => {});
     localStorage.removeItem('raftchat.session');
     location.reload();
   });

@@ -99,7 +99,7 @@ pub async fn download(
         None => {
             let token = super::bearer(&parts)
                 .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "a bearer token is required"))?;
-            s.service.authenticate(&token)?
+            s.service.authenticate(&token).await?.user
         }
     };
     s.media.download(me, sha, &parts.headers).await

@@ -33,7 +33,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users", post(users::register))
         .route("/api/v1/users/{username}", get(users::lookup))
         .route("/api/v1/users/id/{user_id}", get(users::by_id))
-        .route("/api/v1/sessions", post(users::login))
+        .route("/api/v1/sessions", post(users::login).delete(users::logout_everywhere))
+        .route("/api/v1/sessions/current", delete(users::logout))
+        .route("/api/v1/users/me/password", axum::routing::put(users::change_password))
         .route("/api/v1/chats", post(chats::create).get(chats::list))
         .route("/api/v1/chats/{chat_id}", get(chats::show))
         .route("/api/v1/chats/{chat_id}/members", post(chats::add_member))
@@ -80,7 +82,20 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "a bearer token is required"))?;
-        Ok(AuthUser(state.service.authenticate(&token)?))
+        Ok(AuthUser(state.service.authenticate(&token).await?.user))
+    }
+}
+
+/// The authenticated caller's session (for logout).
+pub struct AuthSession(pub crate::auth::Claims);
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_token", "a bearer token is required"))?;
+        Ok(AuthSession(state.service.authenticate(&token).await?))
     }
 }
 

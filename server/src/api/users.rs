@@ -39,6 +39,48 @@ pub async fn login(
     })))
 }
 
+/// `DELETE /api/v1/sessions/current`: logs this session out on every node.
+pub async fn logout(
+    State(s): State<AppState>,
+    super::AuthSession(c): super::AuthSession,
+) -> Result<StatusCode, ApiError> {
+    s.service.logout(&c).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/sessions`: revokes every session of the caller (this one included).
+pub async fn logout_everywhere(
+    State(s): State<AppState>,
+    super::AuthUser(me): super::AuthUser,
+) -> Result<StatusCode, ApiError> {
+    s.service.revoke_all(me).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordChange {
+    old_password: String,
+    new_password: String,
+}
+
+/// `PUT /api/v1/users/me/password {oldPassword, newPassword}` -> a new session; every other
+/// session of the user is revoked.
+pub async fn change_password(
+    State(s): State<AppState>,
+    super::AuthUser(me): super::AuthUser,
+    addr: Option<axum::Extension<crate::tls::serve::ClientAddr>>,
+    JsonBody(req): JsonBody<PasswordChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let session =
+        s.service.change_password(me, &req.old_password, &req.new_password, addr.map(|a| a.0 .0.ip())).await?;
+    Ok(Json(serde_json::json!({
+        "token": session.token,
+        "userId": session.user_id,
+        "expiresAt": crate::service::rfc3339(session.expires_ms),
+    })))
+}
+
 /// `GET /api/v1/users/id/{userId}` -> `{userId, username}`: names for the ids messages carry.
 pub async fn by_id(
     State(s): State<AppState>,

@@ -3,16 +3,18 @@
 //! Every option is an `Option` on the command line so that an unset flag falls through to the
 //! file and then to the default; clap itself puts flags before environment variables.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 
 use raftchat_raft::config::CoreConfig;
 
 mod exposure;
+mod parts;
 use exposure::check_exposure;
 use exposure::secret;
-use raftchat_storage::unsafe_knobs;
+use parts::knobs;
+pub use parts::parse_peers;
+use parts::push_config;
 use raftchat_storage::unsafe_knobs::Knob;
 use serde::Deserialize;
 
@@ -453,106 +455,9 @@ impl NodeArgs {
     }
 }
 
-fn push_config(
-    webhook: Option<String>,
-    secret: Option<String>,
-    max_attempts: Option<u32>,
-    base_ms: Option<u64>,
-    max_ms: Option<u64>,
-) -> Result<crate::push::PushConfig, ConfigError> {
-    if let Some(url) = &webhook {
-        if !url.starts_with("http://") && !url.starts_with("https://") {
-            return Err(ConfigError::Invalid(format!("--push-webhook {url:?}: needs an http:// or https:// URL")));
-        }
-        if secret.as_ref().is_none_or(|s| s.len() < 16) {
-            return Err(ConfigError::Invalid("--push-webhook needs --push-secret of at least 16 characters".into()));
-        }
-    }
-    let base = base_ms.unwrap_or(1000).max(10);
-    Ok(crate::push::PushConfig {
-        webhook,
-        secret: secret.unwrap_or_default(),
-        max_attempts: max_attempts.unwrap_or(8).max(1),
-        retry_base: std::time::Duration::from_millis(base),
-        retry_max: std::time::Duration::from_millis(max_ms.unwrap_or(300_000).max(base)),
-    })
-}
-
-/// Checks `--unsafe-knob` names: refused unless the build has the feature and the operator
-/// confirmed.
-fn knobs(names: &[String], confirmed: bool) -> Result<Vec<Knob>, ConfigError> {
-    if names.is_empty() {
-        return Ok(Vec::new());
-    }
-    if !unsafe_knobs::COMPILED {
-        return Err(ConfigError::Invalid(
-            "--unsafe-knob needs a raftchat built with `--features unsafe-knobs`; this build has none".into(),
-        ));
-    }
-    if !confirmed {
-        return Err(ConfigError::Invalid(format!(
-            "--unsafe-knob {names:?} breaks raftchat's guarantees on purpose (Jepsen negative controls); \
-             add --i-know-this-is-unsafe to run it anyway"
-        )));
-    }
-    names
-        .iter()
-        .map(|n| {
-            Knob::parse(n).ok_or_else(|| {
-                let all: Vec<&str> = Knob::ALL.iter().map(|k| k.name()).collect();
-                ConfigError::Invalid(format!("unknown unsafe knob {n:?}; known: {all:?}"))
-            })
-        })
-        .collect()
-}
-
-/// Parses `1=127.0.0.1:7800,2=127.0.0.1:7801`.
-pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, ConfigError> {
-    let mut out = BTreeMap::new();
-    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let bad = || ConfigError::Peers { entry: entry.to_string() };
-        let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
-        let id: u64 = id.trim().parse().map_err(|_| bad())?;
-        if addr.trim().is_empty() || !addr.contains(':') {
-            return Err(bad());
-        }
-        out.insert(id, addr.trim().to_string());
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peers_parse_and_reject() {
-        let p = parse_peers("1=127.0.0.1:7800, 2=127.0.0.1:7801").unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!(p[&2], "127.0.0.1:7801");
-        assert!(parse_peers("x=1:2").is_err());
-        assert!(parse_peers("1").is_err());
-        assert!(parse_peers("1=nohost").is_err());
-    }
-
-    #[test]
-    fn unsafe_knobs_need_the_feature_and_a_confirmation() {
-        let args = |knobs: &[&str], ok: bool| NodeArgs {
-            unsafe_knobs: knobs.iter().map(|s| s.to_string()).collect(),
-            i_know_this_is_unsafe: ok,
-            ..Default::default()
-        };
-        assert!(args(&[], false).resolve().unwrap().unsafe_knobs.is_empty());
-        let e = args(&["no_dedup"], false).resolve().unwrap_err().to_string();
-        assert!(e.contains("unsafe-knobs") || e.contains("--i-know-this-is-unsafe"), "{e}");
-        let r = args(&["no_dedup"], true).resolve();
-        if unsafe_knobs::COMPILED {
-            assert_eq!(r.unwrap().unsafe_knobs, vec![Knob::NoDedup]);
-            assert!(args(&["bogus"], true).resolve().unwrap_err().to_string().contains("unknown unsafe knob"));
-        } else {
-            assert!(r.unwrap_err().to_string().contains("--features unsafe-knobs"));
-        }
-    }
 
     #[test]
     fn flags_beat_file_and_file_beats_defaults() {

@@ -6,6 +6,7 @@
 //! - [`media`]: media records, references and download rights (the blobs are in [`crate::media`]).
 //! - [`rate`]: token buckets per user, address or account.
 //! - [`guard`]: limits on login and registration, password hashing slots.
+//! - [`sessions`]: tokens, logout, revocation, the check that a session is still good.
 //!
 //! Where things live: a chat, its members, messages and receipts in the chat's group; a user's
 //! account under `un/<username>` in the group of the username and under `ui/<user id>` in the
@@ -17,6 +18,7 @@ pub mod guard;
 pub mod media;
 pub mod messages;
 pub mod rate;
+pub mod sessions;
 #[cfg(feature = "unsafe-knobs")]
 mod unsafe_send;
 pub mod users;
@@ -53,6 +55,8 @@ pub struct ChatService {
     pub limiter: Arc<rate::RateLimiter>,
     /// Login and registration limits, password hashing slots.
     pub guard: Arc<guard::AccountGuard>,
+    /// Each user's revoked sessions, as this node last read them.
+    pub sessions: Arc<sessions::RevocationCache>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 

@@ -128,25 +128,52 @@ impl ChatService {
         let pw = password.to_string();
         let ok = self.guard.hash_work(move || crate::auth::verify_password(&pw, &hash)).await?;
         let Some(record) = record.filter(|_| ok) else { return Err(wrong()) };
-        let expires_ms = super::now_ms() + self.config.token_ttl_ms;
-        let token = crate::auth::issue_token(&self.token_secret()?, record.user_id, expires_ms)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-        Ok(Session { token, user_id: record.user_id, expires_ms })
+        let (token, claims) = self.issue_session(record.user_id)?;
+        Ok(Session { token, user_id: record.user_id, expires_ms: claims.expires_ms })
+    }
+
+    /// Changes `me`'s password (the old one must match), revokes every session, and returns a
+    /// new one for the caller.
+    pub async fn change_password(
+        &self,
+        me: Uuid,
+        old: &str,
+        new: &str,
+        addr: Option<std::net::IpAddr>,
+    ) -> Result<Session, ApiError> {
+        if !(8..=256).contains(&new.len()) {
+            return Err(ApiError::bad_request("password must be 8 to 256 bytes"));
+        }
+        let record = self
+            .user(&me)
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_user", "no such user"))?;
+        self.guard.attempt(addr, Some(&record.username))?;
+        let (pw, hash) = (old.to_string(), record.password_hash.clone());
+        if !self.guard.hash_work(move || crate::auth::verify_password(&pw, &hash)).await? {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", "the old password does not match"));
+        }
+        let pw = new.to_string();
+        let password_hash = self
+            .guard
+            .hash_work(move || crate::auth::hash_password(&pw))
+            .await?
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        let updated = UserRecord { password_hash, ..record };
+        let bytes = encode(&updated)?;
+        // The name record decides logins; the id record follows.
+        self.put(self.username_group(&updated.username)?, name_key(&updated.username), Some(bytes.clone())).await?;
+        self.put(self.group(&me)?, id_key(&me), Some(bytes)).await?;
+        self.revoke_all(me).await?;
+        let (token, claims) = self.issue_session(me)?;
+        Ok(Session { token, user_id: me, expires_ms: claims.expires_ms })
     }
 
     /// A session for any user id, without a password: the internal API's shortcut for load
     /// generators and tests (`POST /internal/v1/sessions`, `--internal-api` only).
     pub fn session_for(&self, user_id: Uuid) -> Result<Session, ApiError> {
-        let expires_ms = super::now_ms() + self.config.token_ttl_ms;
-        let token = crate::auth::issue_token(&self.token_secret()?, user_id, expires_ms)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-        Ok(Session { token, user_id, expires_ms })
-    }
-
-    /// The user of a bearer token.
-    pub fn authenticate(&self, token: &str) -> Result<Uuid, ApiError> {
-        crate::auth::check_token(&self.token_secret()?, token, super::now_ms())
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))
+        let (token, claims) = self.issue_session(user_id)?;
+        Ok(Session { token, user_id, expires_ms: claims.expires_ms })
     }
 
     /// Looks a user up by name.

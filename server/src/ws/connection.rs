@@ -79,6 +79,8 @@ enum Outcome {
     Sent(Sent),
     /// Deliver the named chats from the given seqs.
     Sync(HashMap<Uuid, u64>),
+    /// The session was logged out or revoked: the connection closes (code 4001).
+    Revoked,
     Nothing,
 }
 
@@ -89,9 +91,18 @@ enum Queued {
     Frame(ClientFrame),
     /// Coalesced `delivered` acks.
     Delivered(HashMap<Uuid, u64>),
+    /// Is the session still good?
+    Session(crate::auth::Claims),
 }
 
-pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: watch::Receiver<bool>) {
+const REVOKED: &str = "session revoked";
+
+/// A connection re-checks its session this often (a logout or revocation elsewhere ends it).
+const SESSION_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+pub async fn serve(socket: WebSocket, claims: crate::auth::Claims, cx: Context, mut shutdown: watch::Receiver<bool>) {
+    let user = claims.user;
+    let mut session_checked = Instant::now();
     let Context { service, hub, presence, timing } = cx;
     let (conn, mut deliveries) = hub.register(user);
     let (sink, mut stream) = socket.split();
@@ -162,6 +173,7 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
                             .await?;
                         }
                         Outcome::Sync(chats) => w.sync(chats).await?,
+                        Outcome::Revoked => return Err(REVOKED.into()),
                         Outcome::Nothing => {}
                     }
                 }
@@ -215,6 +227,10 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
                     if last_any.elapsed() > timing.heartbeat_timeout {
                         return Ok(());
                     }
+                    if session_checked.elapsed() >= SESSION_CHECK_EVERY && queue.len() < REQUESTS_MAX {
+                        session_checked = Instant::now();
+                        queue.push_back(Queued::Session(claims));
+                    }
                     if status == (Status::Online, false) && last_frame.elapsed() > timing.away_after {
                         status = (Status::Away, false);
                         guard.0.set_connection(user, conn, Some(Status::Away));
@@ -239,6 +255,13 @@ pub async fn serve(socket: WebSocket, user: Uuid, cx: Context, mut shutdown: wat
     }
     .await;
     if let Err(why) = result {
+        if why == REVOKED {
+            // 4001: the client must sign in again (the web client shows its login).
+            let frame = axum::extract::ws::CloseFrame { code: 4001, reason: REVOKED.into() };
+            let _ =
+                tokio::time::timeout(WRITE_TIMEOUT, futures::SinkExt::send(&mut w.sink, WsMessage::Close(Some(frame))))
+                    .await;
+        }
         tracing::debug!(%user, conn, %why, "websocket closed");
     }
     hub.unregister(conn);
@@ -264,6 +287,14 @@ fn start(q: Queued, user: Uuid, service: &ChatService, presence: &Arc<Presence>,
                     }
                 }
                 Outcome::Nothing
+            }));
+        }
+        Queued::Session(claims) => {
+            return Some(Box::pin(async move {
+                match service.check_session(&claims).await {
+                    Err(e) if e.code == "revoked" => Outcome::Revoked,
+                    _ => Outcome::Nothing,
+                }
             }));
         }
         Queued::Frame(f) => f,

@@ -70,14 +70,14 @@ async fn upgrade(
 ) -> Response {
     // Authenticated now (header or query), or by the first frame once upgraded.
     let user = match protocol_token(&headers).or(p.token) {
-        Some(token) => match s.service.authenticate(&token) {
-            Ok(u) => Some(u),
+        Some(token) => match s.service.authenticate(&token).await {
+            Ok(c) => Some(c),
             Err(e) => return e.into_response(),
         },
         None => None,
     };
-    if let (Some(claimed), Some(user)) = (p.user_id, user) {
-        if claimed != user {
+    if let (Some(claimed), Some(c)) = (p.user_id, user) {
+        if claimed != c.user {
             return ApiError::new(StatusCode::FORBIDDEN, "wrong_user", "userId does not match the token")
                 .into_response();
         }
@@ -107,16 +107,16 @@ async fn upgrade(
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |mut socket| async move {
-            let user = match user {
-                Some(u) => u,
+            let claims = match user {
+                Some(c) => c,
                 None => match auth_frame(&mut socket, &cx.service, claimed).await {
-                    Some(u) => u,
+                    Some(c) => c,
                     None => return,
                 },
             };
             // Every log line of this connection carries its user.
-            let span = tracing::info_span!("ws", %user);
-            tracing::Instrument::instrument(connection::serve(socket, user, cx, shutdown), span).await;
+            let span = tracing::info_span!("ws", user = %claims.user);
+            tracing::Instrument::instrument(connection::serve(socket, claims, cx, shutdown), span).await;
             drop(permit);
         })
 }
@@ -126,20 +126,20 @@ async fn auth_frame(
     socket: &mut axum::extract::ws::WebSocket,
     service: &crate::service::ChatService,
     claimed: Option<Uuid>,
-) -> Option<Uuid> {
+) -> Option<crate::auth::Claims> {
     use axum::extract::ws::Message;
     let first = tokio::time::timeout(AUTH_FRAME_TIMEOUT, socket.recv()).await;
     let result = match first {
         Ok(Some(Ok(Message::Text(t)))) => match frames::parse_auth(t.as_str()) {
-            Some(token) => service.authenticate(&token).map_err(|e| ("unauthorized", e.to_string())),
+            Some(token) => service.authenticate(&token).await.map_err(|e| ("unauthorized", e.to_string())),
             None => Err(("no_token", "the first frame must be {\"type\":\"auth\",\"token\":...}".to_string())),
         },
         Ok(_) => Err(("no_token", "no auth frame".to_string())),
         Err(_) => Err(("no_token", "no auth frame within 10 s".to_string())),
     };
-    let result = result.and_then(|u| match claimed {
-        Some(c) if c != u => Err(("wrong_user", "userId does not match the token".to_string())),
-        _ => Ok(u),
+    let result = result.and_then(|c| match claimed {
+        Some(u) if u != c.user => Err(("wrong_user", "userId does not match the token".to_string())),
+        _ => Ok(c),
     });
     match result {
         Ok(u) => Some(u),

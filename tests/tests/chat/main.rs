@@ -14,6 +14,7 @@ mod presence;
 mod presence_partition;
 mod presence_timeouts;
 mod push;
+mod sessions;
 mod slow_consumer;
 
 use raftchat_tests::chat::Api;

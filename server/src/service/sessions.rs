@@ -1,0 +1,172 @@
+//! Sessions: issuing tokens, logout, revoking every session of a user, and the check that a
+//! token's session is still good.
+//!
+//! Revocations are replicated keys in the user's home group: `us/<user>/a` holds "every token
+//! issued before this ms is revoked" (revoke-all, password change), `us/<user>/s/<session>` one
+//! logged-out session (its value is the token's expiry, after which the key is dropped). Both
+//! writes are put-if-absent or monotonic, so concurrent logouts never lose one. Every node
+//! checks a token against them through a cache of at most [`CACHE_TTL`], so a revocation holds
+//! everywhere within that (and at once on the node that made it).
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use raftchat_raft::command::ChatCommand;
+use raftchat_raft::router::Consistency;
+use raftchat_raft::rpc::ReadQuery;
+use raftchat_raft::rpc::ReadResult;
+use uuid::Uuid;
+
+use super::ChatService;
+use crate::auth::Claims;
+use crate::http::error::ApiError;
+
+/// How stale a node's view of a user's revocations may be.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Users whose revocations a node remembers at most.
+const CACHE_USERS_MAX: usize = 100_000;
+/// Logged-out sessions of one user that are read at most (older ones expire with their tokens).
+const SESSIONS_LISTED_MAX: u32 = 1000;
+
+#[derive(Default)]
+pub struct RevocationCache {
+    users: Mutex<HashMap<Uuid, Revoked>>,
+}
+
+#[derive(Clone)]
+struct Revoked {
+    fetched: Instant,
+    before_ms: u64,
+    sessions: HashSet<u64>,
+}
+
+fn prefix(user: &Uuid) -> Vec<u8> {
+    [b"us/".as_slice(), user.as_bytes(), b"/"].concat()
+}
+
+fn all_key(user: &Uuid) -> Vec<u8> {
+    [prefix(user), b"a".to_vec()].concat()
+}
+
+fn session_key(user: &Uuid, session: u64) -> Vec<u8> {
+    [prefix(user), b"s".to_vec(), session.to_be_bytes().to_vec()].concat()
+}
+
+fn u64_of(v: &[u8]) -> u64 {
+    v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+impl RevocationCache {
+    fn get(&self, user: &Uuid) -> Option<Revoked> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(user).filter(|r| r.fetched.elapsed() < CACHE_TTL).cloned()
+    }
+
+    fn put(&self, user: Uuid, r: Revoked) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.len() >= CACHE_USERS_MAX {
+            users.retain(|_, r| r.fetched.elapsed() < CACHE_TTL);
+            if users.len() >= CACHE_USERS_MAX {
+                users.clear();
+            }
+        }
+        users.insert(user, r);
+    }
+
+    fn forget(&self, user: &Uuid) {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).remove(user);
+    }
+}
+
+impl ChatService {
+    /// A new session for `user`: a token carrying a fresh session id.
+    pub fn issue_session(&self, user: Uuid) -> Result<(String, Claims), ApiError> {
+        let now = super::now_ms();
+        let claims =
+            Claims { user, session: rand::random(), issued_ms: now, expires_ms: now + self.config.token_ttl_ms };
+        let token = crate::auth::issue_token(&self.token_secret()?, &claims).map_err(ApiError::internal)?;
+        Ok((token, claims))
+    }
+
+    /// The claims of a bearer token whose session is still good.
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, ApiError> {
+        let claims = crate::auth::check_token(&self.token_secret()?, token, super::now_ms())
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", e.to_string()))?;
+        self.check_session(&claims).await?;
+        Ok(claims)
+    }
+
+    /// Refuses a session that was logged out or revoked.
+    pub async fn check_session(&self, c: &Claims) -> Result<(), ApiError> {
+        let r = match self.sessions.get(&c.user) {
+            Some(r) => r,
+            None => {
+                let r = self.read_revocations(&c.user).await?;
+                self.sessions.put(c.user, r.clone());
+                r
+            }
+        };
+        if c.issued_ms < r.before_ms || r.sessions.contains(&c.session) {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked", "this session was logged out or revoked"));
+        }
+        Ok(())
+    }
+
+    async fn read_revocations(&self, user: &Uuid) -> Result<Revoked, ApiError> {
+        let query = ReadQuery::KeyPrefix { prefix: prefix(user), limit: SESSIONS_LISTED_MAX + 1 };
+        let keys = match self.read(self.group(user)?, query, Consistency::Local).await? {
+            ReadResult::Keys(k) => k,
+            other => return Err(super::unexpected(other)),
+        };
+        let mut r = Revoked { fetched: Instant::now(), before_ms: 0, sessions: HashSet::new() };
+        let (all, one) = (all_key(user), prefix(user).len() + 1);
+        for (k, v) in keys {
+            if k == all {
+                r.before_ms = u64_of(&v);
+            } else if k.len() == one + 8 {
+                r.sessions.insert(u64_of(&k[one..]));
+            }
+        }
+        Ok(r)
+    }
+
+    /// Logs one session out (`DELETE /api/v1/sessions/current`).
+    pub async fn logout(&self, c: &Claims) -> Result<(), ApiError> {
+        let cmd = ChatCommand::Put {
+            key: session_key(&c.user, c.session),
+            value: Some(c.expires_ms.to_be_bytes().to_vec()),
+            only_if_absent: true,
+        };
+        match self.write(self.group(&c.user)?, cmd).await {
+            Ok(_) | Err(ApiError { code: "exists", .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.sessions.forget(&c.user);
+        self.drop_expired_logouts(c.user).await;
+        Ok(())
+    }
+
+    /// Revokes every session of `user` issued before now (`DELETE /api/v1/sessions`, and a
+    /// password change); returns the cut-off.
+    pub async fn revoke_all(&self, user: Uuid) -> Result<u64, ApiError> {
+        let now = super::now_ms();
+        self.put(self.group(&user)?, all_key(&user), Some(now.to_be_bytes().to_vec())).await?;
+        self.sessions.forget(&user);
+        Ok(now)
+    }
+
+    /// Deletes logout records whose tokens have expired anyway (best effort).
+    async fn drop_expired_logouts(&self, user: Uuid) {
+        let Ok(group) = self.group(&user) else { return };
+        let query = ReadQuery::KeyPrefix { prefix: prefix(&user), limit: SESSIONS_LISTED_MAX };
+        let Ok(ReadResult::Keys(keys)) = self.read(group, query, Consistency::Local).await else { return };
+        let (now, all) = (super::now_ms(), all_key(&user));
+        for (k, _) in keys.into_iter().filter(|(k, v)| *k != all && u64_of(v) <= now) {
+            let _ = self.put(group, k, None).await;
+        }
+    }
+}
