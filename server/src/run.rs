@@ -100,6 +100,7 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
             / 3,
         heartbeat_timeout: Duration::from_secs(cfg.heartbeat_secs),
         away_after: Duration::from_secs(cfg.away_secs),
+        session_check_every: Duration::from_secs(cfg.session_check_secs),
     };
     let blobs = raftchat_storage::blobs::BlobStore::open(&cfg.core.data_dir)
         .with_context(|| format!("cannot open the media store in {}", cfg.core.data_dir.display()))?;

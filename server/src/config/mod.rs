@@ -104,6 +104,10 @@ pub struct NodeArgs {
     /// A WebSocket silent this long (no frame, no pong) is closed and its user goes offline [default: 30].
     #[arg(long, env = "RAFTCHAT_HEARTBEAT_SECS")]
     pub heartbeat_secs: Option<u64>,
+    /// An open WebSocket re-checks that its session was not logged out or revoked this often,
+    /// in seconds [default: 60].
+    #[arg(long, env = "RAFTCHAT_SESSION_CHECK_SECS")]
+    pub session_check_secs: Option<u64>,
     /// A connection without a client frame this long is away [default: 300].
     #[arg(long, env = "RAFTCHAT_AWAY_SECS")]
     pub away_secs: Option<u64>,
@@ -264,6 +268,7 @@ pub struct NodeConfig {
     pub away_secs: u64,
     pub failure_detect_ms: u64,
     pub rest_presence_ttl_secs: u64,
+    pub session_check_secs: u64,
     pub internal_api: bool,
     pub admin_token: Option<String>,
     /// TLS settings from --certs-dir; `None`: insecure.
@@ -309,6 +314,7 @@ impl NodeArgs {
         merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
         merge!(self, file, auth_attempts_per_addr_per_min, login_attempts_per_account_per_min, password_hashes_max);
         merge!(self, file, connections_per_addr_max, header_read_timeout_secs, rest_presence_ttl_secs);
+        merge!(self, file, session_check_secs);
         merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
         merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
         merge!(self, file, message_segment_mib, dedup_window_secs);
@@ -426,6 +432,7 @@ impl NodeArgs {
             away_secs: self.away_secs.unwrap_or(300).max(1),
             failure_detect_ms: self.failure_detect_ms.unwrap_or(5000).max(500),
             rest_presence_ttl_secs: self.rest_presence_ttl_secs.unwrap_or(60).clamp(1, 86_400),
+            session_check_secs: self.session_check_secs.unwrap_or(60).clamp(1, 3_600),
             internal_api: self.internal_api,
             admin_token,
             plain_http: self.plain_http || tls.is_none(),

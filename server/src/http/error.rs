@@ -42,7 +42,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        // A fault of this node says so without its internals (file paths, causes): those go to
+        // the log under an id the client can quote.
+        let message = if self.status == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+            let id: u32 = rand::random();
+            tracing::error!(error_id = %format!("{id:08x}"), code = self.code, message = %self.message, "internal error");
+            format!("internal error {id:08x} (the node's log has the details)")
+        } else {
+            self.message
+        };
+        let body = serde_json::json!({ "error": { "code": self.code, "message": message } });
         let mut r = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));

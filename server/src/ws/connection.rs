@@ -48,6 +48,8 @@ pub struct Timing {
     pub heartbeat_timeout: Duration,
     /// A connection without a client frame this long is away.
     pub away_after: Duration,
+    /// A connection re-checks its session this often (a logout or revocation elsewhere ends it).
+    pub session_check_every: Duration,
 }
 
 pub struct Context {
@@ -96,9 +98,6 @@ enum Queued {
 }
 
 const REVOKED: &str = "session revoked";
-
-/// A connection re-checks its session this often (a logout or revocation elsewhere ends it).
-const SESSION_CHECK_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn serve(socket: WebSocket, claims: crate::auth::Claims, cx: Context, mut shutdown: watch::Receiver<bool>) {
     let user = claims.user;
@@ -227,7 +226,7 @@ pub async fn serve(socket: WebSocket, claims: crate::auth::Claims, cx: Context, 
                     if last_any.elapsed() > timing.heartbeat_timeout {
                         return Ok(());
                     }
-                    if session_checked.elapsed() >= SESSION_CHECK_EVERY && queue.len() < REQUESTS_MAX {
+                    if session_checked.elapsed() >= timing.session_check_every && queue.len() < REQUESTS_MAX {
                         session_checked = Instant::now();
                         queue.push_back(Queued::Session(claims));
                     }
@@ -261,6 +260,15 @@ pub async fn serve(socket: WebSocket, claims: crate::auth::Claims, cx: Context, 
             let _ =
                 tokio::time::timeout(WRITE_TIMEOUT, futures::SinkExt::send(&mut w.sink, WsMessage::Close(Some(frame))))
                     .await;
+            // Wait (briefly) for the client's close, so that it reads the code, not a reset.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(m)) = stream.next().await {
+                    if matches!(m, WsMessage::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         tracing::debug!(%user, conn, %why, "websocket closed");
     }

@@ -30,7 +30,8 @@ async fn refused(api: &Api, token: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_revocation_and_password_change() -> anyhow::Result<()> {
     let _serial = raftchat_tests::serial().await;
-    let c = Cluster::start(Opts { data_groups: 3, ..Default::default() }).await?;
+    let extra_args = ["--session-check-secs", "2"].map(String::from).to_vec();
+    let c = Cluster::start(Opts { data_groups: 3, extra_args, ..Default::default() }).await?;
     let (n1, n2, n3) = (Api::new(&c.url(1)), Api::new(&c.url(2)), Api::new(&c.url(3)));
     n1.register("alice", "first-password").await?;
     let a = n1.login("alice", "first-password").await?;
