@@ -66,6 +66,11 @@ impl RevocationCache {
         users.get(user).filter(|r| r.fetched.elapsed() < CACHE_TTL).cloned()
     }
 
+    /// The last view of `user`'s revocations, however old.
+    fn stale(&self, user: &Uuid) -> Option<Revoked> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).get(user).cloned()
+    }
+
     fn put(&self, user: Uuid, r: Revoked) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if users.len() >= CACHE_USERS_MAX {
@@ -77,8 +82,15 @@ impl RevocationCache {
         users.insert(user, r);
     }
 
-    fn forget(&self, user: &Uuid) {
-        self.users.lock().unwrap_or_else(|e| e.into_inner()).remove(user);
+    /// Records a revocation this node just wrote: enforced here at once (a read of a replica
+    /// that has not applied it yet cannot undo it), and re-read from the group after the TTL,
+    /// like any view.
+    fn note(&self, user: Uuid, f: impl FnOnce(&mut Revoked)) {
+        let now = Instant::now();
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let r = users.entry(user).or_insert_with(|| Revoked { fetched: now, before_ms: 0, sessions: HashSet::new() });
+        f(r);
+        r.fetched = now;
     }
 }
 
@@ -101,14 +113,26 @@ impl ChatService {
     }
 
     /// Refuses a session that was logged out or revoked.
+    ///
+    /// When the user's home group cannot be read (no leader reachable for it), the last view
+    /// this node had is used, or the token is accepted: a revocation is enforced as soon as the
+    /// group answers again, and an outage of one group does not lock its users out of the rest.
     pub async fn check_session(&self, c: &Claims) -> Result<(), ApiError> {
         let r = match self.sessions.get(&c.user) {
             Some(r) => r,
-            None => {
-                let r = self.read_revocations(&c.user).await?;
-                self.sessions.put(c.user, r.clone());
-                r
-            }
+            None => match self.read_revocations(&c.user).await {
+                Ok(r) => {
+                    self.sessions.put(c.user, r.clone());
+                    r
+                }
+                Err(e) => match self.sessions.stale(&c.user) {
+                    Some(r) => r,
+                    None => {
+                        tracing::debug!(user = %c.user, cause = %e, "revocations unreadable; token accepted");
+                        return Ok(());
+                    }
+                },
+            },
         };
         if c.issued_ms < r.before_ms || r.sessions.contains(&c.session) {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked", "this session was logged out or revoked"));
@@ -145,7 +169,10 @@ impl ChatService {
             Ok(_) | Err(ApiError { code: "exists", .. }) => {}
             Err(e) => return Err(e),
         }
-        self.sessions.forget(&c.user);
+        let session = c.session;
+        self.sessions.note(c.user, |r| {
+            r.sessions.insert(session);
+        });
         self.drop_expired_logouts(c.user).await;
         Ok(())
     }
@@ -155,7 +182,7 @@ impl ChatService {
     pub async fn revoke_all(&self, user: Uuid) -> Result<u64, ApiError> {
         let now = super::now_ms();
         self.put(self.group(&user)?, all_key(&user), Some(now.to_be_bytes().to_vec())).await?;
-        self.sessions.forget(&user);
+        self.sessions.note(user, |r| r.before_ms = r.before_ms.max(now));
         Ok(now)
     }
 
