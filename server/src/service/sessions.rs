@@ -3,8 +3,9 @@
 //!
 //! Revocations are replicated keys in the user's home group: `us/<user>/a` holds "every token
 //! issued before this ms is revoked" (revoke-all, password change), `us/<user>/s/<session>` one
-//! logged-out session (its value is the token's expiry, after which the key is dropped). Both
-//! writes are put-if-absent or monotonic, so concurrent logouts never lose one. Every node
+//! logged-out session (its value is the token's expiry, after which the key is dropped). Each
+//! logout is a key of its own, so concurrent logouts never lose one; revoke-all is last-writer-
+//! wins (two at once leave one of their cut-offs, both within a clock skew of now). Every node
 //! checks a token against them through a cache of at most [`CACHE_TTL`], so a revocation holds
 //! everywhere within that (and at once on the node that made it).
 
