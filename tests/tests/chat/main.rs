@@ -2,6 +2,7 @@
 //! (build the binary first: `cargo build --bin raftchat`).
 
 mod abuse;
+mod authz;
 mod bad_input;
 mod direct;
 mod fresh_chat;
