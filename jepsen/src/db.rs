@@ -142,10 +142,7 @@ impl Db {
                 raftchat_tests::tls::node_certs_for(&opts.binary, ca, &opts.dir, n.id, &[ip])?;
             }
         }
-        let http = match raftchat_tests::tls::admin_builder().filter(|_| opts.tls) {
-            Some(b) => b,
-            None => raftchat_tests::tls::http_builder(),
-        };
+        let http = if opts.tls { raftchat_tests::tls::admin_builder()? } else { raftchat_tests::tls::http_builder() };
         let http = http.timeout(Duration::from_secs(10)).build()?;
         let mut mounts = Vec::new();
         if opts.lazyfs {

@@ -73,17 +73,13 @@ pub struct BackupFile {
     pub sections: Vec<Section>,
 }
 
-fn url_of(a: &Admin, addr: &str) -> String {
-    crate::admin::url_of(&a.server, addr)
-}
-
 pub async fn backup(a: &Admin, out: &Path) -> anyhow::Result<()> {
     let report = crate::admin::status(&a.client(Duration::from_secs(5))?, &a.server).await?;
     let urls: BTreeMap<u64, String> = report["nodes"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|n| Some((n["nodeId"].as_u64()?, url_of(a, n["apiAddr"].as_str()?))))
+        .filter_map(|n| Some((n["nodeId"].as_u64()?, crate::admin::url_of(&a.server, n["apiAddr"].as_str()?))))
         .collect();
     let groups: Vec<(u32, Vec<u64>)> = report["groups"]
         .as_array()

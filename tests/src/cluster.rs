@@ -153,10 +153,7 @@ impl Cluster {
             }
             eprintln!("test cluster: TLS on (peers mutual TLS, clients HTTPS and WSS)");
         }
-        let http = match crate::tls::admin_builder().filter(|_| opts.secure) {
-            Some(b) => b,
-            None => crate::tls::http_builder(),
-        };
+        let http = if opts.secure { crate::tls::admin_builder()? } else { crate::tls::http_builder() };
         let http = http.timeout(Duration::from_secs(15)).build()?;
         // The proxies hold their own listeners; release the node ports for the nodes to bind.
         drop(reserved);

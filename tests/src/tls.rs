@@ -127,9 +127,9 @@ pub fn admin_builder_from(dir: &Path) -> anyhow::Result<reqwest::ClientBuilder> 
     Ok(reqwest::Client::builder().use_preconfigured_tls(config))
 }
 
-/// A reqwest builder for the test CA's administrator (secure clusters).
-pub fn admin_builder() -> Option<reqwest::ClientBuilder> {
-    admin_builder_from(&CA.get()?.dir).ok()
+/// A reqwest builder for the test CA's administrator (secure clusters, once [`ca`] made it).
+pub fn admin_builder() -> anyhow::Result<reqwest::ClientBuilder> {
+    admin_builder_from(&CA.get().context("no test CA yet")?.dir)
 }
 
 /// A WebSocket connector trusting the test CA (for `wss://`).

@@ -2,6 +2,10 @@
 //!
 //! Every option is an `Option` on the command line so that an unset flag falls through to the
 //! file and then to the default; clap itself puts flags before environment variables.
+//!
+//! - [`exposure`]: secrets from files; no unauthenticated surface beyond loopback without
+//!   `--insecure`.
+//! - [`parts`]: the initial peers, the push webhook, the unsafe knobs.
 
 use std::path::Path;
 use std::path::PathBuf;

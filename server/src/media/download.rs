@@ -60,6 +60,24 @@ fn disposition(kind: &str, name: &str) -> HeaderValue {
 }
 
 impl Media {
+    /// Whether media `sha` of type `mime` may be shown inline: decided from its first bytes
+    /// once, then remembered (a seeking video player asks many times).
+    async fn inline(&self, sha: &Sha, mime: &str, m: &raftchat_storage::blobs::BlobManifest) -> Result<bool, ApiError> {
+        if let Some(v) = self.inline_known.lock().unwrap_or_else(|e| e.into_inner()).get(sha) {
+            return Ok(*v);
+        }
+        let v = m.size > 0 && {
+            let head = self.chunk(m, 0).await?;
+            super::inert::inline(mime, &head[..head.len().min(16)])
+        };
+        let mut known = self.inline_known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= super::INLINE_KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(*sha, v);
+        Ok(v)
+    }
+
     pub async fn download(self: &Arc<Self>, me: Uuid, sha: Sha, headers: &HeaderMap) -> Result<Response, ApiError> {
         let record = self.service.authorize_media(me, &sha).await?;
         let Some(m) = self.manifest(&sha).await? else {
@@ -71,8 +89,7 @@ impl Media {
         };
         let size = m.size;
         // Inline only for inert types whose first bytes agree (super::inert).
-        let inline = size > 0
-            && super::inert::inline(&record.mime, self.chunk(&m, 0).await?.get(..16.min(size as usize)).unwrap_or(&[]));
+        let inline = self.inline(&sha, &record.mime, &m).await?;
         let (status, first, last) = match parse_range(headers.get(header::RANGE), size) {
             Ok(None) => (StatusCode::OK, 0, size.saturating_sub(1)),
             Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),

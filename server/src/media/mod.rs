@@ -50,6 +50,9 @@ pub struct MediaConfig {
     pub total_max: usize,
 }
 
+/// Blobs whose inline decision a node remembers at most.
+const INLINE_KNOWN_MAX: usize = 10_000;
+
 /// Copies to other nodes running in the background at most (the third copy of an upload).
 const BACKGROUND_COPIES_MAX: usize = 8;
 
@@ -62,6 +65,9 @@ pub struct Media {
     background: Arc<Semaphore>,
     /// Uploads in progress, per user (bounded by `per_user_max` and `total_max`).
     uploading: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, usize>>,
+    /// Whether a blob may be shown inline ([`inert`]), decided once from its first bytes
+    /// (a blob and its record never change); at most [`INLINE_KNOWN_MAX`] remembered.
+    inline_known: std::sync::Mutex<std::collections::HashMap<raftchat_storage::blobs::Sha, bool>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -88,6 +94,7 @@ impl Media {
             config,
             background: Arc::new(Semaphore::new(BACKGROUND_COPIES_MAX)),
             uploading: std::sync::Mutex::new(std::collections::HashMap::new()),
+            inline_known: std::sync::Mutex::new(std::collections::HashMap::new()),
             shutdown,
         });
         tokio::spawn(repair::run(media.clone()));

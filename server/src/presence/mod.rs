@@ -192,14 +192,14 @@ impl Presence {
         let mut push = tokio::time::interval(PUSH_EVERY);
         let mut pull = tokio::time::interval(ANTI_ENTROPY_EVERY);
         let mut detect = tokio::time::interval(DETECT_EVERY);
+        // REST statuses live seconds: a pass a second is precise enough.
+        let mut expire = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = push.tick() => self.push(),
                 _ = pull.tick() => self.pull(),
-                _ = detect.tick() => {
-                    self.detect();
-                    self.expire_rest();
-                }
+                _ = detect.tick() => self.detect(),
+                _ = expire.tick() => self.expire_rest(),
                 _ = shutdown.changed() => if *shutdown.borrow() { return },
             }
         }

@@ -38,11 +38,16 @@ pub struct RevocationCache {
     users: Mutex<HashMap<Uuid, Revoked>>,
 }
 
-#[derive(Clone)]
 struct Revoked {
     fetched: Instant,
     before_ms: u64,
     sessions: HashSet<u64>,
+}
+
+impl Revoked {
+    fn revokes(&self, c: &Claims) -> bool {
+        c.issued_ms < self.before_ms || self.sessions.contains(&c.session)
+    }
 }
 
 fn prefix(user: &Uuid) -> Vec<u8> {
@@ -62,14 +67,11 @@ fn u64_of(v: &[u8]) -> u64 {
 }
 
 impl RevocationCache {
-    fn get(&self, user: &Uuid) -> Option<Revoked> {
+    /// Whether this node's view revokes `c`: `None` when it has no view, or (with `fresh`) only
+    /// one older than [`CACHE_TTL`]. Decided under the lock: nothing is copied per request.
+    fn verdict(&self, c: &Claims, fresh: bool) -> Option<bool> {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.get(user).filter(|r| r.fetched.elapsed() < CACHE_TTL).cloned()
-    }
-
-    /// The last view of `user`'s revocations, however old.
-    fn stale(&self, user: &Uuid) -> Option<Revoked> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner()).get(user).cloned()
+        users.get(&c.user).filter(|r| !fresh || r.fetched.elapsed() < CACHE_TTL).map(|r| r.revokes(c))
     }
 
     fn put(&self, user: Uuid, r: Revoked) {
@@ -119,23 +121,21 @@ impl ChatService {
     /// this node had is used, or the token is accepted: a revocation is enforced as soon as the
     /// group answers again, and an outage of one group does not lock its users out of the rest.
     pub async fn check_session(&self, c: &Claims) -> Result<(), ApiError> {
-        let r = match self.sessions.get(&c.user) {
-            Some(r) => r,
+        let revoked = match self.sessions.verdict(c, true) {
+            Some(v) => v,
             None => match self.read_revocations(&c.user).await {
                 Ok(r) => {
-                    self.sessions.put(c.user, r.clone());
-                    r
+                    let v = r.revokes(c);
+                    self.sessions.put(c.user, r);
+                    v
                 }
-                Err(e) => match self.sessions.stale(&c.user) {
-                    Some(r) => r,
-                    None => {
-                        tracing::debug!(user = %c.user, cause = %e, "revocations unreadable; token accepted");
-                        return Ok(());
-                    }
-                },
+                Err(e) => self.sessions.verdict(c, false).unwrap_or_else(|| {
+                    tracing::debug!(user = %c.user, cause = %e, "revocations unreadable; token accepted");
+                    false
+                }),
             },
         };
-        if c.issued_ms < r.before_ms || r.sessions.contains(&c.session) {
+        if revoked {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "revoked", "this session was logged out or revoked"));
         }
         Ok(())

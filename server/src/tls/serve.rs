@@ -59,6 +59,13 @@ struct PerAddr {
 /// One open connection of an address; closing it gives the slot back.
 struct AddrSlot(Arc<PerAddr>, std::net::IpAddr);
 
+/// A connection's hold on its address slot (a request extension): a WebSocket upgrade keeps
+/// it for as long as the socket lives, since hyper lets go of an upgraded connection.
+#[derive(Clone)]
+pub struct ConnectionHold {
+    _slot: Arc<AddrSlot>,
+}
+
 impl PerAddr {
     fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddrSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,7 +113,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = per_addr.take(remote.ip()) else {
+        let Some(slot) = per_addr.take(remote.ip()).map(|s| ConnectionHold { _slot: Arc::new(s) }) else {
             tracing::debug!(%remote, "connection refused: too many from this address");
             drop(tcp);
             continue;
@@ -117,14 +124,13 @@ pub async fn serve(
         let sd = shutdown.clone();
         tokio::spawn(async move {
             let res = match tls {
-                None => connection(tcp, remote, ClientCert::default(), app, limits, sd).await,
+                None => connection(tcp, remote, ClientCert::default(), slot, app, limits, sd).await,
                 Some(tls) => match secure(tcp, &tls).await {
-                    Ok(Some((stream, cert))) => connection(stream, remote, cert, app, limits, sd).await,
+                    Ok(Some((stream, cert))) => connection(stream, remote, cert, slot, app, limits, sd).await,
                     Ok(None) => Ok(()),
                     Err(why) => Err(why),
                 },
             };
-            drop(slot);
             if let Err(why) = res {
                 tracing::debug!(%remote, %why, "client connection ended");
             }
@@ -181,6 +187,7 @@ async fn connection<S>(
     stream: S,
     remote: std::net::SocketAddr,
     cert: ClientCert,
+    hold: ConnectionHold,
     app: Router,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -191,6 +198,7 @@ where
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(cert);
         req.extensions_mut().insert(ClientAddr(remote));
+        req.extensions_mut().insert(hold.clone());
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -66,17 +66,18 @@ async fn upgrade(
     State(s): State<AppState>,
     Query(p): Query<WsParams>,
     headers: axum::http::HeaderMap,
+    hold: Option<axum::Extension<crate::tls::serve::ConnectionHold>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     // Authenticated now (header or query), or by the first frame once upgraded.
-    let user = match protocol_token(&headers).or(p.token) {
+    let claims = match protocol_token(&headers).or(p.token) {
         Some(token) => match s.service.authenticate(&token).await {
             Ok(c) => Some(c),
             Err(e) => return e.into_response(),
         },
         None => None,
     };
-    if let (Some(claimed), Some(c)) = (p.user_id, user) {
+    if let (Some(claimed), Some(c)) = (p.user_id, claims) {
         if claimed != c.user {
             return ApiError::new(StatusCode::FORBIDDEN, "wrong_user", "userId does not match the token")
                 .into_response();
@@ -107,7 +108,7 @@ async fn upgrade(
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         .on_upgrade(move |mut socket| async move {
-            let claims = match user {
+            let claims = match claims {
                 Some(c) => c,
                 None => match auth_frame(&mut socket, &cx.service, claimed).await {
                     Some(c) => c,
@@ -118,6 +119,8 @@ async fn upgrade(
             let span = tracing::info_span!("ws", user = %claims.user);
             tracing::Instrument::instrument(connection::serve(socket, claims, cx, shutdown), span).await;
             drop(permit);
+            // The client address's connection slot, held for the socket's life.
+            drop(hold);
         })
 }
 
