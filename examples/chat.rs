@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p raftchat-tests --example chat -- --server ws://127.0.0.1:7700 --user alice [--password PW]`
 //!
-//! Registers the user on first use. Commands: `/to NAME` (direct chat), `/group NAME USER...`,
+//! Registers the user on first use. Commands: `/to NAME` (direct chat), `/group NAME USER...`
+//! (invites them), `/join CHAT_ID` (accepts an invite),
 //! `/chats`, `/open CHAT_ID`, `/history`, `/quit`; any other line is sent to the open chat.
 
 use std::collections::HashMap;
@@ -36,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let me = api.login(&user, &password).await?;
     let mut ws = Ws::connect(&base, &me, true).await?;
     println!(
-        "signed in as {user} ({}) on {base}. /to NAME, /group NAME USER..., /chats, /open ID, /history, /quit",
+        "signed in as {user} ({}) on {base}. /to NAME, /group NAME USER..., /join ID, /chats, /open ID, /history, /quit",
         me.user
     );
     let mut names: HashMap<Uuid, String> = HashMap::from([(me.user, user.clone())]);
@@ -56,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
                     Some("ack") => println!("  (sent #{})", f["seq"]),
                     Some("receipt") => {}
                     Some("chat") => println!("  (chat {} {})", f["chatId"], if f["member"] == true { "joined" } else { "left" }),
+                    Some("invite") => println!("  (invited to {} {}: /join {})", f["name"], f["chatId"], f["chatId"].as_str().unwrap_or("")),
                     _ => println!("  {f}"),
                 }
             }
@@ -78,8 +80,14 @@ async fn main() -> anyhow::Result<()> {
                                 names.insert(id, n.to_string());
                                 members.push(id);
                             }
-                            current = Some(api.group(&me, words[1], &members).await?);
-                            println!("  group {} created", words[1]);
+                            current = Some(api.group_invite(&me, words[1], &members).await?);
+                            println!("  group {} created; its members join when they accept", words[1]);
+                        }
+                        Some("/join") if words.len() == 2 => {
+                            let chat = Uuid::parse_str(words[1])?;
+                            api.join(&me, chat).await?;
+                            current = Some(chat);
+                            println!("  joined");
                         }
                         Some("/chats") => {
                             for c in api.chats(&me).await? {

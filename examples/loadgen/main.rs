@@ -111,9 +111,21 @@ async fn main() -> anyhow::Result<()> {
     let nofile = rlimit::increase_nofile_limit(1 << 20)?;
     let mut cluster = None;
     let (urls, procs) = if args.servers.is_empty() {
-        let extra_args = ["--sends-per-sec", "1000000", "--sends-burst", "1000000", "--ws-connections-max", "250000"]
-            .map(String::from)
-            .to_vec();
+        // The per-user limits are not under test here: lifted.
+        let extra_args = [
+            "--sends-per-sec",
+            "1000000",
+            "--sends-burst",
+            "1000000",
+            "--receipts-per-sec",
+            "1000000",
+            "--receipts-burst",
+            "1000000",
+            "--ws-connections-max",
+            "250000",
+        ]
+        .map(String::from)
+        .to_vec();
         let bin = raftchat_tests::release_binary()?;
         let c = Cluster::start(Opts {
             binary: Some(bin),

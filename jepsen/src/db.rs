@@ -238,8 +238,10 @@ impl Db {
             .args(["--data-groups", &o.data_groups.to_string()])
             .args(["--snapshot-every", &o.snapshot_every.to_string(), "--logs-kept", &o.logs_kept.to_string()])
             .args(["--heartbeat-ms", "150", "--election-ms", "750", "--failure-detect-ms", "2000"])
-            // The workload sends as fast as the schedule says; the per-user limit is not under test.
+            // The workload sends (and its subscribers acknowledge) as fast as the schedule says;
+            // the per-user limits are not under test.
             .args(["--sends-per-sec", "10000", "--sends-burst", "10000"])
+            .args(["--receipts-per-sec", "10000", "--receipts-burst", "10000"])
             .env("RUST_LOG", std::env::var("JEPSEN_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

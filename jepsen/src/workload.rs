@@ -42,7 +42,8 @@ pub struct Setup {
     pub chats: Vec<Uuid>,
 }
 
-/// Registers one user per worker and subscriber and the chats, all members of every chat.
+/// Registers one user per worker and subscriber and the chats, all members of every chat (each
+/// invited by the first user and accepting).
 pub async fn setup(db: &Db, o: &WorkloadOpts, run: &str) -> anyhow::Result<Setup> {
     let users = o.workers.max(o.subscribers).max(2);
     let mut sessions = Vec::new();
@@ -56,7 +57,12 @@ pub async fn setup(db: &Db, o: &WorkloadOpts, run: &str) -> anyhow::Result<Setup
     let mut chats = Vec::new();
     for c in 0..o.chats {
         let name = format!("jepsen-{c}");
-        chats.push(retry(|| api.group(&sessions[0], &name, &ids)).await?);
+        let chat = retry(|| api.group_invite(&sessions[0], &name, &ids)).await?;
+        // Members join by accepting the invite (joining again is a no-op, so retries are safe).
+        for s in &sessions[1..] {
+            retry(|| api.join(s, chat)).await?;
+        }
+        chats.push(chat);
     }
     Ok(Setup { sessions, chats })
 }

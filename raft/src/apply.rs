@@ -24,8 +24,9 @@ use crate::command::MEMBERS_MAX;
 use crate::command::PUT_MANY_MAX;
 use crate::command::TRIM_MAX;
 
-/// Replicated keys under this prefix announce their changes (a user's chat index).
-pub const NOTIFY_KEY_PREFIX: &[u8] = b"uc/";
+/// Replicated keys under these prefixes announce their changes: a user's chat index, the
+/// user's pending invites, and who blocked the user (all in the user's home group).
+pub const NOTIFY_KEY_PREFIXES: [&[u8]; 3] = [b"uc/", b"uv/", b"ux/"];
 
 /// A committed change that connected clients may want to hear about.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -88,7 +89,7 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             Ok((CommandOutcome::Created { chat: *chat, existed: false }, Some(Applied::Members { chat: *chat })))
         }
         ChatCommand::AddMember { chat, by, user, ts_ms } => {
-            let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
+            let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
             if h.kind == ChatKind::Direct {
                 return reject(Rejection::DirectChatFixed);
             }
@@ -97,24 +98,7 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 Some(_) => return reject(Rejection::NotAdmin),
                 None => return reject(Rejection::NotMember),
             }
-            if w.member(chat, user)?.is_none() {
-                if h.member_count as usize >= MEMBERS_MAX {
-                    return reject(Rejection::Invalid("group is full".into()));
-                }
-                // A new member starts with everything before joining counted as read.
-                let seen = h.next_seq - 1;
-                w.put_member(
-                    *chat,
-                    *user,
-                    Some(Member { role: Role::Member, delivered: seen, read: seen, joined_at_ms: *ts_ms }),
-                );
-                h.member_count += 1;
-                w.put_chat(*chat, h.clone());
-            }
-            Ok((
-                CommandOutcome::MembersChanged { chat: *chat, member_count: h.member_count },
-                Some(Applied::Members { chat: *chat }),
-            ))
+            consent::add_member(w, chat, h, user, *ts_ms)
         }
         ChatCommand::RemoveMember { chat, by, user, .. } => {
             let Some(mut h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
@@ -161,8 +145,10 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
                 return reject(Rejection::KeyExists);
             }
             w.kv_put(key, value.clone());
-            let event =
-                key.starts_with(NOTIFY_KEY_PREFIX).then(|| Applied::Key { key: key.clone(), present: value.is_some() });
+            let event = NOTIFY_KEY_PREFIXES
+                .iter()
+                .any(|p| key.starts_with(p))
+                .then(|| Applied::Key { key: key.clone(), present: value.is_some() });
             Ok((CommandOutcome::Put, event))
         }
         ChatCommand::PutMany { puts } => {
@@ -175,6 +161,10 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             Ok((CommandOutcome::Put, None))
         }
         ChatCommand::Restore { records, require_empty } => restore(w, records, *require_empty),
+        ChatCommand::SetBlocked { chat, by, user, blocked } => consent::set_blocked(w, chat, by, user, *blocked),
+        ChatCommand::Invite { chat, by, user, ts_ms } => consent::invite(w, chat, by, user, *ts_ms),
+        ChatCommand::Join { chat, user, ts_ms } => consent::join(w, chat, user, *ts_ms),
+        ChatCommand::Decline { chat, by, user } => consent::decline(w, chat, by, user),
         ChatCommand::Trim { chat, through_seq } => {
             let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
             // Stored messages only; the chat's next seq stays, so a seq is never handed out twice.
@@ -231,6 +221,9 @@ fn append(
     let Some(mut sender_member) = w.member(chat, &v.sender)? else {
         return reject(Rejection::NotMember);
     };
+    if sender_member.role == Role::Blocked {
+        return reject(Rejection::Blocked);
+    }
     if !v.client_msg_id.is_empty() && !unsafe_knobs::on(Knob::NoDedup) {
         if let Some(o) = w.find_original(chat, &v.sender, v.client_msg_id, v.ts_ms, *dedup_window_ms)? {
             // The original message decides seq, id and timestamp of the answer.
@@ -260,5 +253,6 @@ fn append(
     Ok((outcome, Some(Applied::Message { chat: *chat, seq, message: message.clone() })))
 }
 
+pub mod consent;
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,17 @@ pub enum ChatCommand {
     /// Sets or clears several replicated keys at once (push notification records with their
     /// chat cursors), at most [`PUT_MANY_MAX`].
     PutMany { puts: Vec<(Vec<u8>, Option<Vec<u8>>)> },
+    /// In the direct chat of `by` and `user`, `by` blocks (or unblocks) `user`: a blocked
+    /// member keeps reading the chat but may not send in it.
+    SetBlocked { chat: ChatId, by: UserId, user: UserId, blocked: bool },
+    /// `by` (a group admin) invites `user`, who becomes a member only by accepting ([`Join`]).
+    ///
+    /// [`Join`]: ChatCommand::Join
+    Invite { chat: ChatId, by: UserId, user: UserId, ts_ms: u64 },
+    /// `user` accepts an invite (joining again as a member is a no-op).
+    Join { chat: ChatId, user: UserId, ts_ms: u64 },
+    /// `user` declines an invite (or an admin withdraws it: `by` is that admin).
+    Decline { chat: ChatId, by: UserId, user: UserId },
     /// An `Append` at a seq the gateway chose: the `seq_at_gateway` negative control. Last, so
     /// that it shifts no other variant's encoding.
     #[cfg(feature = "unsafe-knobs")]
@@ -64,7 +75,11 @@ impl ChatCommand {
             | ChatCommand::RemoveMember { chat, .. }
             | ChatCommand::Append { chat, .. }
             | ChatCommand::Receipt { chat, .. }
-            | ChatCommand::Trim { chat, .. } => Some(*chat),
+            | ChatCommand::Trim { chat, .. }
+            | ChatCommand::SetBlocked { chat, .. }
+            | ChatCommand::Invite { chat, .. }
+            | ChatCommand::Join { chat, .. }
+            | ChatCommand::Decline { chat, .. } => Some(*chat),
             ChatCommand::Put { .. } | ChatCommand::Restore { .. } | ChatCommand::PutMany { .. } => None,
             #[cfg(feature = "unsafe-knobs")]
             ChatCommand::AppendAt { append, .. } => append.chat(),
@@ -87,6 +102,10 @@ pub enum Rejection {
     KeyExists,
     #[error("invalid command: {0}")]
     Invalid(String),
+    #[error("this user blocked you")]
+    Blocked,
+    #[error("no invite to this chat")]
+    NotInvited,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

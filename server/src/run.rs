@@ -77,10 +77,12 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         router: router.clone(),
         config: crate::service::ServiceConfig {
             max_text_bytes: cfg.max_text_bytes,
-            token_ttl_ms: cfg.token_ttl_secs * 1000,
+            access_ttl_ms: cfg.access_token_ttl_secs.saturating_mul(1000),
+            refresh_ttl_ms: cfg.refresh_token_ttl_secs.saturating_mul(1000),
             dedup_window_ms: cfg.dedup_window_secs * 1000,
         },
         limiter: Arc::new(crate::service::rate::RateLimiter::new(cfg.sends_per_sec, cfg.sends_burst)),
+        quotas: Arc::new(crate::service::quotas::Quotas::new(&cfg.quotas)),
         guard: Arc::new(crate::service::guard::AccountGuard::new(&cfg.guard)),
         sessions: Arc::new(crate::service::sessions::RevocationCache::default()),
         metrics: metrics.clone(),
@@ -95,6 +97,9 @@ pub async fn start(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::
         },
         shutdown.clone(),
     );
+    // The send limit's share per node follows where each user is connected.
+    let nodes_present: std::sync::Weak<crate::presence::Presence> = Arc::downgrade(&presence);
+    service.quotas.set_presence(nodes_present);
     let timing = crate::ws::connection::Timing {
         ping_every: Duration::from_secs(cfg.heartbeat_secs).min(Duration::from_secs(10)).max(Duration::from_secs(1))
             / 3,

@@ -1,5 +1,14 @@
 // REST calls to the cluster. Every node serves the API; when the node in use stops answering,
 // calls move on to the next one (the list comes from GET /api/v1/nodes).
+//
+// The access token lives an hour (by default): it is refreshed shortly before it expires, and
+// once more on a 401, with the session's refresh token, which rotates on every refresh. A
+// rotated refresh token used again revokes the session, so refreshes never overlap: one at a
+// time per tab, and across the tabs sharing the session (Web Locks), a tab first adopting the
+// tokens another tab saved.
+
+/// A token is refreshed this long before it expires at most (a quarter of its life if shorter).
+const REFRESH_EARLY_MS = 2 * 60 * 1000;
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -14,7 +23,85 @@ export class Api {
     this.nodes = [location.origin];
     this.current = 0;
     this.token = null;
+    this.refreshToken = null;
+    this.refreshAt = 0;
+    this.refreshTimer = null;
+    this.refreshing = null;
     this.onNodeChange = () => {};
+    /// Called with every new set of tokens (to save them).
+    this.onTokens = () => {};
+    /// The tokens saved by this or another tab, if any.
+    this.storedTokens = () => null;
+    /// Called when the session is over (a refresh refused): sign in again.
+    this.onSessionEnded = () => {};
+  }
+
+  /// Adopts a session's tokens (`{token, refreshToken, expiresAt}`, as a login or a refresh
+  /// answers them) and schedules the next refresh.
+  setTokens(t) {
+    this.token = t?.token || null;
+    this.refreshToken = t?.refreshToken || null;
+    const expires = t?.expiresAt ? Date.parse(t.expiresAt) : NaN;
+    clearTimeout(this.refreshTimer);
+    this.refreshAt = 0;
+    if (this.refreshToken && !Number.isNaN(expires)) {
+      this.refreshAt = expires - Math.min(REFRESH_EARLY_MS, (expires - Date.now()) / 4);
+      // A refresh that fails for want of a node is tried again; a refused one ends the session.
+      const tick = () =>
+        this.refresh().catch((e) => {
+          if (this.refreshToken && !(e instanceof ApiError && e.status === 401)) {
+            this.refreshTimer = setTimeout(tick, 30 * 1000);
+          }
+        });
+      // (setTimeout fires at once past 2^31 ms: a token living longer is refreshed early.)
+      this.refreshTimer = setTimeout(tick, Math.min(2 ** 31 - 1, Math.max(1000, this.refreshAt - Date.now())));
+    }
+  }
+
+  /// Forgets both tokens (logout).
+  clearTokens() {
+    this.setTokens(null);
+  }
+
+  /// Refreshes first when the access token is about to expire (or has: a laptop that slept).
+  async ensureFresh() {
+    if (this.refreshToken && this.refreshAt && Date.now() >= this.refreshAt) {
+      await this.refresh().catch(() => {});
+    }
+  }
+
+  /// New tokens for this session; concurrent callers share one refresh.
+  refresh() {
+    if (!this.refreshing) {
+      const run = () => this.refreshNow();
+      const p = navigator.locks ? navigator.locks.request('raftchat-refresh', run) : run();
+      this.refreshing = p.finally(() => {
+        this.refreshing = null;
+      });
+    }
+    return this.refreshing;
+  }
+
+  async refreshNow() {
+    // Another tab may have refreshed already: its tokens are newer, and ours is spent.
+    const stored = this.storedTokens();
+    if (stored?.refreshToken && stored.refreshToken !== this.refreshToken) {
+      this.setTokens(stored);
+      return;
+    }
+    if (!this.refreshToken) throw new ApiError(401, 'no_token', 'no refresh token');
+    let v;
+    try {
+      v = await this.send('POST', '/sessions/refresh', { refreshToken: this.refreshToken }, false);
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        this.clearTokens();
+        this.onSessionEnded(e);
+      }
+      throw e;
+    }
+    this.setTokens(v);
+    this.onTokens(v);
   }
 
   base() {
@@ -39,13 +126,28 @@ export class Api {
     this.onNodeChange(this.base());
   }
 
+  /// A REST call with the session's token; an access token refused (expired while the page
+  /// slept, say) is refreshed and the call made once more (a 401 means nothing was done).
   async call(method, path, body) {
+    await this.ensureFresh();
+    try {
+      return await this.send(method, path, body, true);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401 || !this.refreshToken || e.code === 'revoked') throw e;
+      const before = this.token;
+      await this.refresh();
+      if (this.token === before) throw e;
+      return this.send(method, path, body, true);
+    }
+  }
+
+  async send(method, path, body, auth) {
     let lastError = null;
     for (let attempt = 0; attempt < this.nodes.length; attempt++) {
       let r;
       try {
         const headers = {};
-        if (this.token) headers.Authorization = `Bearer ${this.token}`;
+        if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
         if (body !== undefined) headers['Content-Type'] = 'application/json';
         r = await fetch(`${this.base()}/api/v1${path}`, {
           method,
@@ -107,6 +209,18 @@ export class Api {
     return this.call('POST', `/chats/${chatId}/members`, { userId });
   }
 
+  invites() {
+    return this.call('GET', '/invites');
+  }
+
+  join(chatId) {
+    return this.call('POST', `/chats/${chatId}/join`);
+  }
+
+  decline(chatId) {
+    return this.call('DELETE', `/invites/${chatId}`);
+  }
+
   removeMember(chatId, userId) {
     return this.call('DELETE', `/chats/${chatId}/members/${userId}`);
   }
@@ -121,6 +235,7 @@ export class Api {
   }
 
   async upload(file) {
+    await this.ensureFresh();
     let lastError = null;
     for (let attempt = 0; attempt < this.nodes.length; attempt++) {
       try {

@@ -1,5 +1,6 @@
 // The raftchat web client: login, then the chat list and one open conversation, live over one
-// WebSocket per tab. The session is kept in localStorage, so every tab of a user shares it.
+// WebSocket per tab. The session (its access and refresh tokens) is kept in localStorage, so
+// every tab of a user shares it; a tab that refreshes the tokens saves them for the others.
 
 import { Api } from './api.js';
 import { Socket } from './socket.js';
@@ -44,7 +45,13 @@ async function login(register) {
   try {
     if (register) await api.register(username, password);
     const s = await api.login(username, password);
-    const session = { userId: s.userId, username, token: s.token };
+    const session = {
+      userId: s.userId,
+      username,
+      token: s.token,
+      refreshToken: s.refreshToken,
+      expiresAt: s.expiresAt,
+    };
     saveSession(session);
     await start(session);
   } catch (e) {
@@ -124,12 +131,41 @@ async function onFrame(f) {
       }
       view.renderChatList(store, openChat);
       break;
+    case 'invite':
+      await store.learnNames([f.from]);
+      store.invites.set(f.chatId, f);
+      view.renderInvites(store, answerInvite);
+      break;
     case 'error':
       showError('sidebar-error', new Error(`${f.code}: ${f.message}`));
       break;
     default:
       break;
   }
+}
+
+/// Accepts (`yes`) or declines an invite from the sidebar.
+async function answerInvite(chatId, yes) {
+  try {
+    if (yes) {
+      store.chatOf(await api.join(chatId));
+    } else {
+      await api.decline(chatId);
+    }
+    store.invites.delete(chatId);
+    view.renderInvites(store, answerInvite);
+    view.renderChatList(store, openChat);
+    if (yes) await openChat(chatId);
+  } catch (err) {
+    showError('sidebar-error', err);
+  }
+}
+
+async function loadInvites() {
+  const { invites } = await api.invites();
+  await store.learnNames(invites.map((i) => i.from));
+  store.invites = new Map(invites.map((i) => [i.chatId, i]));
+  view.renderInvites(store, answerInvite);
 }
 
 async function openChat(chatId) {
@@ -302,13 +338,18 @@ function wire() {
   $('logout').addEventListener('click', async () => {
     // The server forgets the session too: a copied token stops working everywhere.
     await api.call('DELETE', '/sessions/current').catch(() => {});
+    api.clearTokens();
     localStorage.removeItem('raftchat.session');
     location.reload();
   });
   document.addEventListener('visibilitychange', markRead);
   window.addEventListener('focus', markRead);
   window.addEventListener('storage', (e) => {
-    if (e.key === 'raftchat.session' && !e.newValue) location.reload();
+    if (e.key !== 'raftchat.session') return;
+    if (!e.newValue) location.reload();
+    // Another tab refreshed the tokens: use them (this tab's refresh token is spent).
+    const s = loadSession();
+    if (s?.userId === store?.me.userId && s?.refreshToken && s.refreshToken !== api.refreshToken) api.setTokens(s);
   });
 }
 
@@ -331,7 +372,19 @@ async function removeMember(userId) {
 }
 
 async function start(session) {
-  api.token = session.token;
+  api.setTokens(session);
+  api.onTokens = (t) => {
+    Object.assign(session, { token: t.token, refreshToken: t.refreshToken, expiresAt: t.expiresAt });
+    saveSession(session);
+  };
+  api.storedTokens = () => {
+    const s = loadSession();
+    return s?.userId === session.userId ? s : null;
+  };
+  api.onSessionEnded = () => {
+    localStorage.removeItem('raftchat.session');
+    location.reload();
+  };
   store = new Store(api, session);
   try {
     await store.loadChats();
@@ -349,6 +402,7 @@ async function start(session) {
   view.avatar($('me-avatar'), session.userId, session.username);
   view.renderChatList(store, openChat);
   view.renderConversation(store);
+  await loadInvites().catch((e) => showError('sidebar-error', e));
   socket = new Socket(api, {
     onFrame: (f) => onFrame(f).catch((e) => showError('sidebar-error', e)),
     onState: (state, node) => view.renderBanner(state, node, socket?.reconnects || 0),

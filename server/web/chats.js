@@ -37,6 +37,8 @@ export class Store {
     this.chats = new Map();
     this.users = new Map([[me.userId, me.username]]);
     this.presence = new Map();
+    /// Pending group invites by chat id (the `invite` frame and `GET /invites`).
+    this.invites = new Map();
     this.current = null;
     this.onChange = () => {};
   }
@@ -56,6 +58,7 @@ export class Store {
     }
     Object.assign(c, {
       kind: raw.type, name: raw.name, members: raw.members || [], admins: raw.admins || [],
+      invited: raw.invited || c.invited || [],
       lastSeq: Math.max(c.lastSeq || 0, raw.lastSeq || 0), readSeq: Math.max(c.readSeq || 0, raw.readSeq || 0),
     });
     if (raw.unread !== undefined) c.unread = this.current === c.id ? 0 : raw.unread;
@@ -105,7 +108,7 @@ export class Store {
   async refreshChat(chatId) {
     const raw = await this.api.chat(chatId);
     const c = this.chatOf(raw);
-    await this.learnNames(c.members);
+    await this.learnNames([...c.members, ...c.invited]);
     this.changed('list');
     return c;
   }

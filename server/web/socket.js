@@ -34,6 +34,12 @@ export class Socket {
 
   connect() {
     if (this.closed) return;
+    // The server checks the access token at the upgrade: one about to expire is refreshed first.
+    this.api.ensureFresh().then(() => this.open());
+  }
+
+  open() {
+    if (this.closed) return;
     // The token rides in the subprotocol header, not in the URL (which ends up in logs).
     const url = `${this.api.base().replace(/^http/, 'ws')}/ws`;
     this.onState(this.failures === 0 ? 'connecting' : 'reconnecting', this.api.base());

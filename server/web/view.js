@@ -171,6 +171,7 @@ export function renderMembers(store, onRemove) {
   const c = store.chats.get(store.current);
   if (!c) return;
   const amAdmin = c.admins.includes(store.me.userId);
+  const invited = (c.invited || []).map((u) => el('li', { class: 'invited' }, el('span', { text: `${store.name(u)} (invited)` })));
   $('member-list').replaceChildren(...c.members.map((u) => {
     const li = el('li', {}, el('span', { text: `${store.name(u)}${c.admins.includes(u) ? ' (admin)' : ''}` }));
     if (amAdmin && u !== store.me.userId) {
@@ -179,8 +180,18 @@ export function renderMembers(store, onRemove) {
       li.append(el('button', { type: 'button', class: 'link', text: 'Leave', onclick: () => onRemove(u) }));
     }
     return li;
-  }));
+  }), ...invited);
   $('add-member-form').hidden = !amAdmin;
+}
+
+/// Pending group invites, each with Join and Decline.
+export function renderInvites(store, onAnswer) {
+  const items = [...store.invites.values()].map((i) => el('li', {},
+    el('span', { text: `${i.name || 'A group'} (from ${store.name(i.from)})` }),
+    el('button', { type: 'button', class: 'link join', text: 'Join', onclick: () => onAnswer(i.chatId, true) }),
+    el('button', { type: 'button', class: 'link decline', text: 'Decline', onclick: () => onAnswer(i.chatId, false) })));
+  $('invite-list').replaceChildren(...items);
+  $('invites').hidden = items.length === 0;
 }
 
 export function renderBanner(state, node, reconnects) {

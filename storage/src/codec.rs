@@ -49,15 +49,37 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 
 /// Decodes a value written by [`encode`].
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, _read) = bincode::serde::decode_from_slice(bytes, config())?;
-    Ok(value)
+    decode_borrowed(bytes)
 }
 
 /// Decodes a value that borrows its strings and byte slices from `bytes` (no copies).
+///
+/// bincode allocates an owned string or byte string at the length its prefix claims before it
+/// reads the bytes, so one corrupt prefix (up to 2^64) would abort the process on a failed
+/// allocation. Every decode therefore runs under a byte limit in proportion to the input:
+/// bincode charges a decoded value at most [`CLAIM_PER_INPUT_BYTE`] bytes of the limit per input
+/// byte (a u128 varint of one byte is charged 16), so a valid encoding never reaches its limit,
+/// and a claim past it is an error before anything is allocated.
 pub fn decode_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
-    let (value, _read) = bincode::serde::borrow_decode_from_slice(bytes, config())?;
-    Ok(value)
+    fn limited<'a, T: Deserialize<'a>, const LIMIT: usize>(bytes: &'a [u8]) -> Result<T, CodecError> {
+        let (value, _read) = bincode::serde::borrow_decode_from_slice(bytes, config().with_limit::<LIMIT>())?;
+        Ok(value)
+    }
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    const C: usize = CLAIM_PER_INPUT_BYTE;
+    match bytes.len() {
+        n if n <= 4 * KIB => limited::<T, { C * 4 * KIB }>(bytes),
+        n if n <= 256 * KIB => limited::<T, { C * 256 * KIB }>(bytes),
+        n if n <= 16 * MIB => limited::<T, { C * 16 * MIB }>(bytes),
+        // The largest records (a WAL record, a peer frame) are at most 256 MiB.
+        _ => limited::<T, { C * 256 * MIB }>(bytes),
+    }
 }
+
+/// The most of its limit bincode charges a decoded value per byte of input (see
+/// [`decode_borrowed`]).
+const CLAIM_PER_INPUT_BYTE: usize = 16;
 
 /// [`decode_borrowed`] of a record written by [`encode_versioned`].
 pub fn decode_versioned_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {

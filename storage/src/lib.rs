@@ -59,4 +59,7 @@ pub mod snapshot;
 pub mod unsafe_knobs;
 pub mod wal;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::StorageError;

@@ -59,6 +59,9 @@ impl From<ChatHeaderV1> for ChatHeader {
 pub enum Role {
     Member,
     Admin,
+    /// A member of a direct chat whom the other member blocked: may read, may not send.
+    /// (Last, so that the encodings of the others stay as they were.)
+    Blocked,
 }
 
 /// A member of a chat and that member's receipt watermarks.

@@ -120,10 +120,51 @@ impl Api {
         Ok(serde_json::from_value(v["chatId"].clone())?)
     }
 
-    pub async fn group(&self, s: &Session, name: &str, members: &[Uuid]) -> anyhow::Result<Uuid> {
+    /// Creates a group of `s` that invites `members` (they are not members yet).
+    pub async fn group_invite(&self, s: &Session, name: &str, members: &[Uuid]) -> anyhow::Result<Uuid> {
         let body = json!({ "type": "group", "name": name, "members": members });
         let v = self.call(reqwest::Method::POST, "/chats", Some(&s.token), Some(body)).await?;
         Ok(serde_json::from_value(v["chatId"].clone())?)
+    }
+
+    /// Creates a group of `s` whose `members` each accept the invite.
+    pub async fn group(&self, s: &Session, name: &str, members: &[&Session]) -> anyhow::Result<Uuid> {
+        let ids: Vec<Uuid> = members.iter().map(|m| m.user).collect();
+        let chat = self.group_invite(s, name, &ids).await?;
+        for m in members {
+            self.join(m, chat).await?;
+        }
+        Ok(chat)
+    }
+
+    /// Accepts an invite to `chat`.
+    pub async fn join(&self, s: &Session, chat: Uuid) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, &format!("/chats/{chat}/join"), Some(&s.token), None).await
+    }
+
+    /// Declines an invite to `chat`.
+    pub async fn decline(&self, s: &Session, chat: Uuid) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/invites/{chat}"), Some(&s.token), None).await.map(|_| ())
+    }
+
+    /// The pending invites of `s`.
+    pub async fn invites(&self, s: &Session) -> anyhow::Result<Vec<Value>> {
+        let v = self.call(reqwest::Method::GET, "/invites", Some(&s.token), None).await?;
+        Ok(v["invites"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn block(&self, s: &Session, user: Uuid) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, "/blocks", Some(&s.token), Some(json!({ "userId": user }))).await.map(|_| ())
+    }
+
+    pub async fn unblock(&self, s: &Session, user: Uuid) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/blocks/{user}"), Some(&s.token), None).await.map(|_| ())
+    }
+
+    /// The users `s` blocked.
+    pub async fn blocks(&self, s: &Session) -> anyhow::Result<Vec<Uuid>> {
+        let v = self.call(reqwest::Method::GET, "/blocks", Some(&s.token), None).await?;
+        Ok(serde_json::from_value(v["blocked"].clone())?)
     }
 
     pub async fn chats(&self, s: &Session) -> anyhow::Result<Vec<Value>> {

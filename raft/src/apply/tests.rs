@@ -241,3 +241,84 @@ fn trim_deletes_old_messages_and_never_reuses_a_seq() {
     let out = run(&g, &[ChatCommand::Trim { chat: Uuid::new_v4(), through_seq: 1 }]);
     assert_eq!(out, vec![CommandOutcome::Rejected(Rejection::NoSuchChat)]);
 }
+
+#[test]
+fn a_blocked_member_reads_but_cannot_send_until_unblocked() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let block = |blocked| ChatCommand::SetBlocked { chat, by: a, user: b, blocked };
+    let out = run(
+        &g,
+        &[
+            create(chat, ChatKind::Direct, a, vec![b]),
+            block(true),
+            append(chat, b, "1"),
+            append(chat, a, "2"),
+            block(false),
+            append(chat, b, "3"),
+        ],
+    );
+    assert_eq!(out[2], CommandOutcome::Rejected(Rejection::Blocked));
+    assert!(matches!(out[3], CommandOutcome::Appended { seq: 1, .. }));
+    assert!(matches!(out[5], CommandOutcome::Appended { seq: 2, .. }));
+    // Only in a direct chat, and only between its two members.
+    let (group_chat, stranger) = (Uuid::new_v4(), Uuid::new_v4());
+    let out = run(
+        &g,
+        &[
+            create(group_chat, ChatKind::Group, a, vec![b]),
+            ChatCommand::SetBlocked { chat: group_chat, by: a, user: b, blocked: true },
+            ChatCommand::SetBlocked { chat, by: stranger, user: b, blocked: true },
+            ChatCommand::SetBlocked { chat: Uuid::new_v4(), by: a, user: b, blocked: true },
+        ],
+    );
+    assert!(matches!(out[1], CommandOutcome::Rejected(Rejection::Invalid(_))));
+    assert_eq!(out[2], CommandOutcome::Rejected(Rejection::NotMember));
+    assert_eq!(out[3], CommandOutcome::Rejected(Rejection::NoSuchChat));
+}
+
+#[test]
+fn an_invite_becomes_membership_only_when_accepted() {
+    let (_d, g) = group();
+    let (chat, admin, member, guest, other) =
+        (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let invite = |by, user| ChatCommand::Invite { chat, by, user, ts_ms: 5 };
+    let join = |user| ChatCommand::Join { chat, user, ts_ms: 6 };
+    let out = run(
+        &g,
+        &[
+            create(chat, ChatKind::Group, admin, vec![member]),
+            join(guest),
+            invite(member, guest),
+            invite(admin, guest),
+            append(chat, guest, "early"),
+            join(guest),
+            join(guest),
+            append(chat, guest, "now"),
+            invite(admin, other),
+            ChatCommand::Decline { chat, by: other, user: other },
+            join(other),
+            ChatCommand::Decline { chat, by: member, user: guest },
+        ],
+    );
+    assert_eq!(out[1], CommandOutcome::Rejected(Rejection::NotInvited));
+    assert_eq!(out[2], CommandOutcome::Rejected(Rejection::NotAdmin));
+    assert_eq!(out[3], CommandOutcome::Put);
+    assert_eq!(out[4], CommandOutcome::Rejected(Rejection::NotMember));
+    assert_eq!(out[5], CommandOutcome::MembersChanged { chat, member_count: 3 });
+    assert_eq!(out[6], CommandOutcome::MembersChanged { chat, member_count: 3 });
+    assert!(matches!(out[7], CommandOutcome::Appended { seq: 1, .. }));
+    assert_eq!(out[9], CommandOutcome::Put);
+    assert_eq!(out[10], CommandOutcome::Rejected(Rejection::NotInvited));
+    assert_eq!(out[11], CommandOutcome::Rejected(Rejection::NotAdmin));
+    // Invites exist in groups only.
+    let direct = Uuid::new_v4();
+    let out = run(
+        &g,
+        &[
+            create(direct, ChatKind::Direct, admin, vec![member]),
+            ChatCommand::Invite { chat: direct, by: admin, user: guest, ts_ms: 1 },
+        ],
+    );
+    assert_eq!(out[1], CommandOutcome::Rejected(Rejection::DirectChatFixed));
+}

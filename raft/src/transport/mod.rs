@@ -13,6 +13,8 @@ pub mod pool;
 pub mod tls;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tls_tests;
 
 pub use conn::CallError;

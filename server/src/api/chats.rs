@@ -12,6 +12,10 @@ use crate::http::error::ApiError;
 use crate::http::error::JsonBody;
 use crate::http::AppState;
 use crate::service::chats::MEMBERS_LISTED_MAX;
+use crate::service::quotas::Quota;
+
+/// Pending invites listed with a chat at most.
+const INVITED_LISTED_MAX: usize = 1_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,19 +34,22 @@ pub async fn create(
     AuthUser(me): AuthUser,
     JsonBody(req): JsonBody<CreateChat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let chat = match req.kind.as_str() {
+    s.service.quotas.check(Quota::ChatCreation, me)?;
+    let (chat, invited) = match req.kind.as_str() {
         "direct" => {
             let others: Vec<Uuid> = req.members.iter().copied().filter(|m| *m != me).collect();
             let [other] = others[..] else {
                 return Err(ApiError::bad_request("a direct chat names exactly one other member"));
             };
-            s.service.direct_chat(me, other).await?
+            (s.service.direct_chat(me, other).await?, Vec::new())
         }
         "group" => s.service.create_group(me, req.name.as_deref().unwrap_or(""), &req.members).await?,
         other => return Err(ApiError::bad_request(format!("type must be direct or group, not {other:?}"))),
     };
     let v = s.service.chat_view(me, chat, MEMBERS_LISTED_MAX).await?;
-    Ok(Json(serde_json::to_value(v).unwrap_or_default()))
+    let mut v = serde_json::to_value(v).unwrap_or_default();
+    v["invited"] = serde_json::json!(invited);
+    Ok(Json(v))
 }
 
 /// `GET /api/v1/chats`.
@@ -51,7 +58,7 @@ pub async fn list(State(s): State<AppState>, AuthUser(me): AuthUser) -> Result<J
     Ok(Json(serde_json::json!({ "chats": chats })))
 }
 
-/// `GET /api/v1/chats/{chatId}`.
+/// `GET /api/v1/chats/{chatId}`, with the users invited and not joined yet (`invited`).
 pub async fn show(
     State(s): State<AppState>,
     AuthUser(me): AuthUser,
@@ -59,7 +66,9 @@ pub async fn show(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_id(&chat, "unknown_chat")?;
     let v = s.service.chat_view(me, chat, MEMBERS_LISTED_MAX).await?;
-    Ok(Json(serde_json::to_value(v).unwrap_or_default()))
+    let mut v = serde_json::to_value(v).unwrap_or_default();
+    v["invited"] = serde_json::json!(s.service.invited(chat, INVITED_LISTED_MAX).await?);
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]
@@ -68,7 +77,8 @@ pub struct AddMember {
     user_id: Uuid,
 }
 
-/// `POST /api/v1/chats/{chatId}/members {userId}` (admins only).
+/// `POST /api/v1/chats/{chatId}/members {userId}` (admins only): invites the user, who joins by
+/// accepting (`member` is true only when they were a member already).
 pub async fn add_member(
     State(s): State<AppState>,
     AuthUser(me): AuthUser,
@@ -76,8 +86,9 @@ pub async fn add_member(
     JsonBody(req): JsonBody<AddMember>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_id(&chat, "unknown_chat")?;
-    s.service.add_member(me, chat, req.user_id).await?;
-    Ok(Json(serde_json::json!({ "chatId": chat, "userId": req.user_id, "member": true })))
+    s.service.quotas.check(Quota::Membership, me)?;
+    let invited = s.service.invite(me, chat, req.user_id).await?;
+    Ok(Json(serde_json::json!({ "chatId": chat, "userId": req.user_id, "member": !invited, "invited": invited })))
 }
 
 /// `DELETE /api/v1/chats/{chatId}/members/{userId}` (admins, or a member leaving).
@@ -88,6 +99,7 @@ pub async fn remove_member(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_id(&chat, "unknown_chat")?;
     let user = parse_id(&user, "unknown_user")?;
+    s.service.quotas.check(Quota::Membership, me)?;
     s.service.remove_member(me, chat, user).await?;
     Ok(Json(serde_json::json!({ "chatId": chat, "userId": user, "member": false })))
 }
@@ -106,6 +118,7 @@ pub async fn read(
     JsonBody(req): JsonBody<Read>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let chat = parse_id(&chat, "unknown_chat")?;
+    s.service.quotas.check(Quota::Receipts, me)?;
     let (delivered, read) = s.service.mark_member(me, chat, req.seq, req.seq).await?;
     Ok(Json(serde_json::json!({ "chatId": chat, "delivered": delivered, "read": read })))
 }

@@ -1,20 +1,25 @@
 //! The public REST API under `/api/v1` (the design brief's shapes, extended).
 //!
-//! - [`users`]: `POST /users`, `POST /sessions`.
+//! - [`users`]: `POST /users`, `POST /sessions`, `POST /sessions/refresh`, logout, password.
 //! - [`chats`]: `POST /chats`, `GET /chats`, `GET /chats/{id}`, members, `POST /chats/{id}/read`.
+//! - [`consent`]: blocks, invites, `POST /chats/{id}/join`.
 //! - [`messages`]: `POST /messages`, `GET /messages/{chatId}`.
 //! - [`media`]: `POST /media`, `GET /media/{mediaId}`.
 //! - [`openapi`]: `GET /openapi.json`.
 //!
-//! Every call but registration, login and the OpenAPI document needs a bearer token
-//! (`Authorization: Bearer <token>`, or `?token=`).
+//! Every call but registration, login, refresh (its refresh token is in the body) and the
+//! OpenAPI document needs a bearer token (`Authorization: Bearer <token>`, or `?token=`).
 
 pub mod chats;
+pub mod consent;
 pub mod media;
 pub mod messages;
 pub mod openapi;
 pub mod presence;
 pub mod users;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -35,12 +40,18 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/id/{user_id}", get(users::by_id))
         .route("/api/v1/sessions", post(users::login).delete(users::logout_everywhere))
         .route("/api/v1/sessions/current", delete(users::logout))
+        .route("/api/v1/sessions/refresh", post(users::refresh))
         .route("/api/v1/users/me/password", axum::routing::put(users::change_password))
         .route("/api/v1/chats", post(chats::create).get(chats::list))
         .route("/api/v1/chats/{chat_id}", get(chats::show))
         .route("/api/v1/chats/{chat_id}/members", post(chats::add_member))
         .route("/api/v1/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
         .route("/api/v1/chats/{chat_id}/read", post(chats::read))
+        .route("/api/v1/chats/{chat_id}/join", post(consent::join))
+        .route("/api/v1/invites", get(consent::list_invites))
+        .route("/api/v1/invites/{chat_id}", delete(consent::decline))
+        .route("/api/v1/blocks", post(consent::block).get(consent::list_blocks))
+        .route("/api/v1/blocks/{user_id}", delete(consent::unblock))
         .route("/api/v1/messages", post(messages::send))
         .route("/api/v1/messages/{chat_id}", get(messages::history))
         // Uploads stream to disk under their own size limit (--media-max-mib).

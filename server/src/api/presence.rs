@@ -34,7 +34,8 @@ pub async fn set(
     Ok(Json(serde_json::json!({ "userId": me, "status": v.status.as_str() })))
 }
 
-/// A user's presence, for users who share a chat with the caller (and the caller).
+/// A user's presence, for users who share a chat with the caller and did not block them (and
+/// the caller).
 pub async fn get(
     State(s): State<AppState>,
     AuthUser(me): AuthUser,
@@ -44,7 +45,8 @@ pub async fn get(
     if user != me {
         let mine = s.service.chat_ids(me).await?;
         let theirs = s.service.chat_ids(user).await?;
-        if !mine.iter().any(|c| theirs.contains(c)) {
+        // Someone who blocked the caller is, to the caller, no contact at all.
+        if !mine.iter().any(|c| theirs.contains(c)) || s.service.has_blocked(user, me).await? {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "not_a_contact", "you share no chat with this user"));
         }
     }

@@ -1,4 +1,5 @@
-//! `POST /api/v1/users` and `POST /api/v1/sessions`.
+//! `POST /api/v1/users`, `POST /api/v1/sessions` (login), `POST /api/v1/sessions/refresh`,
+//! logout, revoke-all, password change and user lookups.
 
 use axum::extract::Path;
 use axum::extract::State;
@@ -32,11 +33,40 @@ pub async fn login(
     JsonBody(c): JsonBody<Credentials>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = s.service.login(&c.username, &c.password, addr.map(|a| a.0 .0.ip())).await?;
-    Ok(Json(serde_json::json!({
-        "token": session.token,
-        "userId": session.user_id,
-        "expiresAt": crate::service::rfc3339(session.expires_ms),
-    })))
+    Ok(Json(session_json(&session)))
+}
+
+/// What login, a password change and a refresh answer: `{token, refreshToken, userId,
+/// expiresAt, refreshExpiresAt}`.
+pub fn session_json(s: &crate::service::users::Session) -> serde_json::Value {
+    serde_json::json!({
+        "token": s.token,
+        "refreshToken": s.refresh_token,
+        "userId": s.user_id,
+        "expiresAt": crate::service::rfc3339(s.expires_ms),
+        "refreshExpiresAt": crate::service::rfc3339(s.refresh_expires_ms),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+/// `POST /api/v1/sessions/refresh {refreshToken}` -> new tokens for the same session, as a
+/// login answers them (no Authorization: the refresh token is the credential).
+pub async fn refresh(
+    State(s): State<AppState>,
+    addr: Option<axum::Extension<crate::tls::serve::ClientAddr>>,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if req.refresh_token.is_empty() {
+        return Err(ApiError::bad_request("refreshToken is required"));
+    }
+    let session = s.service.refresh(&req.refresh_token, addr.map(|a| a.0 .0.ip())).await?;
+    Ok(Json(session_json(&session)))
 }
 
 /// `DELETE /api/v1/sessions/current`: logs this session out on every node.
@@ -74,11 +104,7 @@ pub async fn change_password(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session =
         s.service.change_password(me, &req.old_password, &req.new_password, addr.map(|a| a.0 .0.ip())).await?;
-    Ok(Json(serde_json::json!({
-        "token": session.token,
-        "userId": session.user_id,
-        "expiresAt": crate::service::rfc3339(session.expires_ms),
-    })))
+    Ok(Json(session_json(&session)))
 }
 
 /// `GET /api/v1/users/id/{userId}` -> `{userId, username}`: names for the ids messages carry.

@@ -5,6 +5,7 @@
 //!
 //! - [`exposure`]: secrets from files; no unauthenticated surface beyond loopback without
 //!   `--insecure`.
+//! - [`file`]: the TOML config file.
 //! - [`parts`]: the initial peers, the push webhook, the unsafe knobs.
 
 use std::path::Path;
@@ -13,12 +14,14 @@ use std::path::PathBuf;
 use raftchat_raft::config::CoreConfig;
 
 mod exposure;
+mod file;
 mod parts;
 use exposure::check_exposure;
 use exposure::secret;
 use parts::knobs;
 pub use parts::parse_peers;
 use parts::push_config;
+use parts::quota_config;
 use raftchat_storage::unsafe_knobs::Knob;
 use serde::Deserialize;
 
@@ -75,9 +78,15 @@ pub struct NodeArgs {
     /// Raft entries of one group in flight at once [default: 4]; fewer makes larger batches.
     #[arg(long, env = "RAFTCHAT_BATCHES_IN_FLIGHT")]
     pub batches_in_flight: Option<usize>,
-    /// Session token lifetime in seconds [default: 86400].
-    #[arg(long, env = "RAFTCHAT_TOKEN_TTL_SECS")]
+    /// Access token lifetime in seconds [default: 3600]; a client refreshes it with its refresh token.
+    #[arg(long, env = "RAFTCHAT_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// The old name of --access-token-ttl-secs (still read; the new name wins).
+    #[arg(long, env = "RAFTCHAT_TOKEN_TTL_SECS", hide = true)]
     pub token_ttl_secs: Option<u64>,
+    /// Refresh token lifetime in seconds, from its issue; each refresh issues a new one [default: 2592000].
+    #[arg(long, env = "RAFTCHAT_REFRESH_TOKEN_TTL_SECS")]
+    pub refresh_token_ttl_secs: Option<u64>,
     /// Messages per second a user may send, sustained [default: 50].
     #[arg(long, env = "RAFTCHAT_SENDS_PER_SEC")]
     pub sends_per_sec: Option<f64>,
@@ -156,6 +165,32 @@ pub struct NodeArgs {
     pub uploads_per_user_max: Option<usize>,
     #[arg(long, env = "RAFTCHAT_UPLOADS_MAX")]
     pub uploads_max: Option<usize>,
+    /// Upload MiB per user per UTC day, over the cluster; 0 is unlimited [default: 1024].
+    #[arg(long, env = "RAFTCHAT_UPLOAD_MIB_PER_USER_PER_DAY")]
+    pub upload_mib_per_user_per_day: Option<u64>,
+    /// Receipts (delivered, read) per user per second on a node, and the burst [default: 50, 200].
+    #[arg(long, env = "RAFTCHAT_RECEIPTS_PER_SEC")]
+    pub receipts_per_sec: Option<f64>,
+    #[arg(long, env = "RAFTCHAT_RECEIPTS_BURST")]
+    pub receipts_burst: Option<f64>,
+    /// Typing signals per user per second on a node (more are dropped), and the burst [default: 5, 20].
+    #[arg(long, env = "RAFTCHAT_TYPING_PER_SEC")]
+    pub typing_per_sec: Option<f64>,
+    #[arg(long, env = "RAFTCHAT_TYPING_BURST")]
+    pub typing_burst: Option<f64>,
+    /// Members added or removed per user per second on a node, and the burst [default: 10, 50].
+    #[arg(long, env = "RAFTCHAT_MEMBERSHIP_CHANGES_PER_SEC")]
+    pub membership_changes_per_sec: Option<f64>,
+    #[arg(long, env = "RAFTCHAT_MEMBERSHIP_CHANGES_BURST")]
+    pub membership_changes_burst: Option<f64>,
+    /// Chats created per user per second on a node, and the burst [default: 2, 50].
+    #[arg(long, env = "RAFTCHAT_CHATS_CREATED_PER_SEC")]
+    pub chats_created_per_sec: Option<f64>,
+    #[arg(long, env = "RAFTCHAT_CHATS_CREATED_BURST")]
+    pub chats_created_burst: Option<f64>,
+    /// WebSockets of one user on a node at most [default: 32].
+    #[arg(long, env = "RAFTCHAT_WS_CONNECTIONS_PER_USER_MAX")]
+    pub ws_connections_per_user_max: Option<usize>,
     /// Seconds between passes that restore missing media copies and collect unreferenced
     /// uploads [default: 60].
     #[arg(long, env = "RAFTCHAT_MEDIA_REPAIR_SECS")]
@@ -262,7 +297,8 @@ pub struct NodeConfig {
     pub listen: String,
     pub max_text_bytes: usize,
     pub log_format: String,
-    pub token_ttl_secs: u64,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
     pub dedup_window_secs: u64,
     pub sends_per_sec: f64,
     pub sends_burst: f64,
@@ -281,6 +317,7 @@ pub struct NodeConfig {
     pub plain_http: bool,
     pub public_metrics: bool,
     pub guard: crate::service::guard::GuardConfig,
+    pub quotas: crate::service::quotas::QuotaConfig,
     pub connections_per_addr_max: usize,
     pub header_read_timeout_secs: u64,
     pub media: crate::media::MediaConfig,
@@ -289,50 +326,9 @@ pub struct NodeConfig {
     pub unsafe_knobs: Vec<Knob>,
 }
 
-macro_rules! merge {
-    ($a:expr, $f:expr, $($field:ident),*) => { $( if $a.$field.is_none() { $a.$field = $f.$field.clone(); } )* };
-}
-
 impl NodeArgs {
-    /// Fills unset options from the config file, if one is named.
-    pub fn with_file(mut self) -> Result<Self, ConfigError> {
-        let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read { path: path.clone(), source: e })?;
-        let file: NodeArgs = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), source: e })?;
-        merge!(self, file, node_id, cluster_id, listen, advertise, raft_listen, raft_advertise, data_dir, peers);
-        merge!(
-            self,
-            file,
-            data_groups,
-            heartbeat_ms,
-            election_ms,
-            snapshot_every,
-            logs_kept,
-            max_text_bytes,
-            log_format,
-            admin_token,
-            certs_dir,
-            admin_token_file,
-            push_secret_file
-        );
-        merge!(self, file, worker_threads, batches_in_flight, token_ttl_secs, sends_per_sec, sends_burst);
-        merge!(self, file, auth_attempts_per_addr_per_min, login_attempts_per_account_per_min, password_hashes_max);
-        merge!(self, file, connections_per_addr_max, header_read_timeout_secs, rest_presence_ttl_secs);
-        merge!(self, file, session_check_secs);
-        merge!(self, file, ws_connections_max, ws_queue_len, heartbeat_secs, away_secs, failure_detect_ms);
-        merge!(self, file, retention_sweep_secs, wal_segment_mib, snapshot_send_mib_per_sec);
-        merge!(self, file, message_segment_mib, dedup_window_secs);
-        merge!(self, file, media_max_mib, media_grace_secs, media_repair_secs);
-        merge!(self, file, upload_min_bytes_per_sec, upload_deadline_secs, uploads_per_user_max, uploads_max);
-        merge!(self, file, push_webhook, push_secret, push_max_attempts, push_retry_base_ms, push_retry_max_ms);
-        self.internal_api |= file.internal_api;
-        self.insecure |= file.insecure;
-        self.plain_http |= file.plain_http;
-        self.public_metrics |= file.public_metrics;
-        Ok(self)
-    }
-
     pub fn resolve(self) -> Result<NodeConfig, ConfigError> {
+        let quotas = quota_config(&self);
         let node_id = self.node_id.unwrap_or(1);
         let cluster_id = self.cluster_id.unwrap_or_else(|| "raftchat".into());
         let data_dir = self.data_dir.unwrap_or_else(|| Path::new("raftchat-data").join(format!("node-{node_id}")));
@@ -422,11 +418,13 @@ impl NodeArgs {
         )?;
         Ok(NodeConfig {
             push,
+            quotas,
             core,
             listen,
             max_text_bytes: self.max_text_bytes.unwrap_or(64 * 1024),
             log_format,
-            token_ttl_secs: self.token_ttl_secs.unwrap_or(86_400).max(1),
+            access_token_ttl_secs: self.access_token_ttl_secs.or(self.token_ttl_secs).unwrap_or(3600).max(1),
+            refresh_token_ttl_secs: self.refresh_token_ttl_secs.unwrap_or(30 * 86_400).max(1),
             dedup_window_secs,
             sends_per_sec: self.sends_per_sec.unwrap_or(50.0).max(0.1),
             sends_burst: self.sends_burst.unwrap_or(200.0).max(1.0),
@@ -467,28 +465,4 @@ impl NodeArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_beat_file_and_file_beats_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("n.toml");
-        std::fs::write(&f, "node-id = 3\ncluster-id = \"filec\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
-        let args = NodeArgs { config: Some(f.clone()), cluster_id: Some("flagc".into()), ..Default::default() };
-        let c = args.with_file().unwrap().resolve().unwrap();
-        assert_eq!(c.core.node_id, 3);
-        assert_eq!(c.core.cluster_id, "flagc");
-        assert_eq!(c.listen, "127.0.0.1:9000");
-        assert_eq!(c.core.data_groups, 3);
-        std::fs::write(&f, "bogus-key = 1\n").unwrap();
-        assert!(NodeArgs { config: Some(f.clone()), ..Default::default() }.with_file().is_err());
-        std::fs::write(&f, "listen = \"0.0.0.0:9000\"\n").unwrap();
-        let e = NodeArgs { config: Some(f.clone()), ..Default::default() }.with_file().unwrap().resolve().unwrap_err();
-        assert!(e.to_string().contains("--certs-dir"), "{e}");
-        let c = NodeArgs { config: Some(f.clone()), insecure: true, ..Default::default() }.with_file().unwrap();
-        assert!(c.resolve().unwrap().tls.is_none());
-        std::fs::write(&f, "bogus-key = 1\n").unwrap();
-        assert!(NodeArgs { config: Some(f), ..Default::default() }.with_file().is_err());
-    }
-}
+mod tests;

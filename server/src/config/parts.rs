@@ -7,6 +7,8 @@ use raftchat_storage::unsafe_knobs;
 use raftchat_storage::unsafe_knobs::Knob;
 
 use super::ConfigError;
+use crate::service::quotas::Bucket;
+use crate::service::quotas::QuotaConfig;
 
 pub(super) fn push_config(
     webhook: Option<String>,
@@ -31,6 +33,26 @@ pub(super) fn push_config(
         retry_base: std::time::Duration::from_millis(base),
         retry_max: std::time::Duration::from_millis(max_ms.unwrap_or(300_000).max(base)),
     })
+}
+
+/// The per-user quotas from their flags, defaults from [`QuotaConfig::default`].
+pub(super) fn quota_config(a: &super::NodeArgs) -> QuotaConfig {
+    let d = QuotaConfig::default();
+    // A rate of 0 would refuse for ever once the burst is spent: the floor is one per 1000 s.
+    let bucket = |per_sec: Option<f64>, burst: Option<f64>, d: Bucket| Bucket {
+        per_sec: per_sec.unwrap_or(d.per_sec).max(0.001),
+        burst: burst.unwrap_or(d.burst).max(1.0),
+    };
+    QuotaConfig {
+        receipts: bucket(a.receipts_per_sec, a.receipts_burst, d.receipts),
+        typing: bucket(a.typing_per_sec, a.typing_burst, d.typing),
+        membership: bucket(a.membership_changes_per_sec, a.membership_changes_burst, d.membership),
+        chats: bucket(a.chats_created_per_sec, a.chats_created_burst, d.chats),
+        ws_per_user_max: a.ws_connections_per_user_max.unwrap_or(d.ws_per_user_max).max(1),
+        upload_bytes_per_day: a
+            .upload_mib_per_user_per_day
+            .map_or(d.upload_bytes_per_day, |m| m.saturating_mul(1024 * 1024)),
+    }
 }
 
 /// Checks `--unsafe-knob` names: refused unless the build has the feature and the operator

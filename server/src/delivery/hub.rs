@@ -24,6 +24,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::service::chats::parse_index_key;
+use crate::service::consent::parse_pair_key;
+use crate::service::consent::BLOCKED_BY;
+use crate::service::consent::INVITES;
 use crate::service::ChatService;
 
 pub type ConnId = u64;
@@ -55,6 +58,10 @@ pub enum Delivery {
     Membership(Uuid, bool),
     /// A contact's presence changed.
     Presence(Uuid, crate::presence::table::View),
+    /// The user was invited to a group (`true`), or the invite is gone.
+    Invite(Uuid, bool),
+    /// This user blocked the connection's user (`true`), or unblocked them.
+    BlockedBy(Uuid, bool),
     /// Someone is typing in a chat.
     Typing {
         chat: Uuid,
@@ -163,6 +170,19 @@ impl Hub {
             }
         }
         added
+    }
+
+    /// `conn` stops following the presence of `user`.
+    pub fn remove_contact(&self, conn: ConnId, user: Uuid) {
+        let mut st = self.lock();
+        if st.contacts.get_mut(&conn).is_some_and(|s| s.remove(&user)) {
+            if let Some(set) = st.by_contact.get_mut(&user) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    st.by_contact.remove(&user);
+                }
+            }
+        }
     }
 
     /// Tells the connections following `user` about a presence change.
@@ -284,12 +304,19 @@ impl Hub {
                     }
                 }
                 Applied::Key { key, present } => {
-                    if let Some((user, chat)) = parse_index_key(&key) {
-                        let targets: Vec<ConnId> =
-                            st.by_user.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default();
-                        for c in targets {
-                            Self::send(&mut st, c, Delivery::Membership(chat, present), &mut dropped);
-                        }
+                    let (user, delivery) = if let Some((user, chat)) = parse_index_key(&key) {
+                        (user, Delivery::Membership(chat, present))
+                    } else if let Some((user, chat)) = parse_pair_key(INVITES, &key) {
+                        (user, Delivery::Invite(chat, present))
+                    } else if let Some((user, by)) = parse_pair_key(BLOCKED_BY, &key) {
+                        (user, Delivery::BlockedBy(by, present))
+                    } else {
+                        continue;
+                    };
+                    let targets: Vec<ConnId> =
+                        st.by_user.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                    for c in targets {
+                        Self::send(&mut st, c, delivery.clone(), &mut dropped);
                     }
                 }
                 Applied::Members { .. } => {}

@@ -53,15 +53,19 @@ struct SessionFor {
     user_id: Uuid,
 }
 
-/// `POST /internal/v1/sessions {userId}` -> `{token, userId}`: a session token for any user id
-/// without an account or password, so that a load generator can open 100,000 connections
-/// without 100,000 password hashes.
+/// `POST /internal/v1/sessions {userId}` -> `{token, refreshToken, userId}`: a session for any
+/// user id without an account or password, so that a load generator can open 100,000
+/// connections without 100,000 password hashes.
 async fn session(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<SessionFor>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let session = s.service.session_for(req.user_id)?;
-    Ok(Json(serde_json::json!({ "token": session.token, "userId": session.user_id })))
+    Ok(Json(serde_json::json!({
+        "token": session.token,
+        "refreshToken": session.refresh_token,
+        "userId": session.user_id,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -83,6 +83,8 @@ impl From<Rejection> for ApiError {
             Rejection::NotMember => ApiError::new(StatusCode::FORBIDDEN, "not_member", msg),
             Rejection::NotAdmin => ApiError::new(StatusCode::FORBIDDEN, "not_admin", msg),
             Rejection::KeyExists => ApiError::new(StatusCode::CONFLICT, "exists", msg),
+            Rejection::Blocked => ApiError::new(StatusCode::FORBIDDEN, "blocked", msg),
+            Rejection::NotInvited => ApiError::new(StatusCode::FORBIDDEN, "not_invited", msg),
             Rejection::DirectChatFixed | Rejection::Invalid(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid", msg)
             }

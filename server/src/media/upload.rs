@@ -116,6 +116,9 @@ impl Media {
     {
         self.precheck(&meta)?;
         let _slot = self.upload_slot(me)?;
+        // What is left of the user's bytes for the day (refused here when the announced length
+        // is over it); an upload of unannounced length is cut off when it passes it.
+        let allowance = self.service.upload_allowance(me, meta.announced).await?;
         let started = tokio::time::Instant::now();
         let deadline = started + self.config.deadline;
         let store = self.store.clone();
@@ -152,6 +155,9 @@ impl Media {
                 if total > self.config.max_bytes {
                     return Err(too_large(self.config.max_bytes));
                 }
+                if total > allowance {
+                    return Err(self.service.quotas.upload_quota_exceeded());
+                }
                 pending.extend_from_slice(&bytes);
             }
             if pending.len() >= CHUNK_BYTES || (done && !pending.is_empty()) {
@@ -175,6 +181,11 @@ impl Media {
         let record =
             MediaRecord { size: manifest.size, mime: meta.mime, name: meta.name, created_ms: crate::service::now_ms() };
         self.service.record_upload(me, &manifest.sha256, &record).await?;
+        // The upload is recorded: a counter that could not be written lets this one go uncounted
+        // rather than fail an upload that succeeded.
+        if let Err(e) = self.service.count_upload(me, manifest.size).await {
+            tracing::warn!(user = %me, cause = %e, "an upload was not counted against its user's daily quota");
+        }
         self.service.metrics.media_uploaded_bytes.inc_by(manifest.size);
         Ok(Uploaded { manifest, record })
     }

@@ -103,6 +103,11 @@ impl Presence {
         self.table().view(user)
     }
 
+    /// The nodes `user` is connected through, this one included (see [`Table::nodes_present`]).
+    pub fn nodes_present(&self, user: &Uuid) -> usize {
+        self.table().nodes_present(user)
+    }
+
     /// A status set over REST: kept for the REST TTL, refreshed by the next one.
     pub fn set_rest(&self, user: Uuid, status: Option<Status>) {
         {

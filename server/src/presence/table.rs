@@ -100,6 +100,17 @@ impl Table {
         View { status, last_seen_ms }
     }
 
+    /// The nodes `user` is connected through, as far as this node knows (gossip lags by a push
+    /// interval; an owner declared dead does not count), this node always among them.
+    pub fn nodes_present(&self, user: &Uuid) -> usize {
+        let others = self.entries.get(user).map_or(0, |m| {
+            m.values()
+                .filter(|e| e.owner != self.me && e.status != Status::Offline && !self.dead.contains_key(&e.owner))
+                .count()
+        });
+        others + 1
+    }
+
     /// Sets this node's entry for `user`; returns the entry to spread.
     pub fn set_local(&mut self, user: Uuid, status: Status, now_ms: u64) -> Entry {
         self.counter += 1;
@@ -292,5 +303,18 @@ mod tests {
         assert!(other.newer_than(&t.digest()).is_empty());
         assert_eq!(other.view(&u).status, Status::Online);
         assert_eq!(mine.owner, 1);
+    }
+
+    #[test]
+    fn nodes_present_counts_live_owners_and_this_node() {
+        let u = Uuid::new_v4();
+        let mut t = Table::new(1, 1);
+        assert_eq!(t.nodes_present(&u), 1, "a user unknown here counts this node");
+        t.set_local(u, Status::Online, 1);
+        assert_eq!(t.nodes_present(&u), 1);
+        t.merge(vec![e(u, 2, Status::Away, 5, 1), e(u, 3, Status::Online, 7, 1), e(u, 4, Status::Offline, 9, 1)]);
+        assert_eq!(t.nodes_present(&u), 3, "an offline entry is not a connection");
+        t.set_dead(3, true, 100);
+        assert_eq!(t.nodes_present(&u), 2, "a dead owner holds no connection");
     }
 }

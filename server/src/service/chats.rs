@@ -70,7 +70,7 @@ pub fn kind_name(k: ChatKind) -> &'static str {
 }
 
 impl ChatService {
-    async fn require_users(&self, users: &[Uuid]) -> Result<(), ApiError> {
+    pub(crate) async fn require_users(&self, users: &[Uuid]) -> Result<(), ApiError> {
         let missing: Vec<Uuid> = futures::stream::iter(users.iter().copied())
             .map(|u| async move { (u, self.user(&u).await) })
             .buffer_unordered(64)
@@ -107,6 +107,9 @@ impl ChatService {
             return Ok(chat);
         }
         self.require_users(&[other]).await?;
+        if self.has_blocked(other, me).await? {
+            return Err(super::consent::blocked_error());
+        }
         let cmd = ChatCommand::CreateChat {
             chat,
             kind: ChatKind::Direct,
@@ -115,42 +118,50 @@ impl ChatService {
             members: vec![other],
             ts_ms: super::now_ms(),
         };
-        self.write(self.group(&chat)?, cmd).await?;
+        let created =
+            matches!(self.write(self.group(&chat)?, cmd).await?, CommandOutcome::Created { existed: false, .. });
+        // Blocks written before the chat existed (or while it was being created) marked
+        // nothing: mark them now (the consent module has the race).
+        if created {
+            if self.has_blocked(me, other).await? {
+                self.mark_blocked(me, other, true).await?;
+            }
+            if self.has_blocked(other, me).await? {
+                self.mark_blocked(other, me, true).await?;
+                return Err(super::consent::blocked_error());
+            }
+        }
         self.index(&[me, other], chat, true).await?;
         Ok(chat)
     }
 
-    pub async fn create_group(&self, me: Uuid, name: &str, members: &[Uuid]) -> Result<Uuid, ApiError> {
+    /// Creates a group of `me` and invites `members`; the chat and whom it invited.
+    pub async fn create_group(&self, me: Uuid, name: &str, members: &[Uuid]) -> Result<(Uuid, Vec<Uuid>), ApiError> {
         if name.len() > raftchat_raft::command::CHAT_NAME_MAX {
             return Err(ApiError::bad_request("group name is longer than 256 bytes"));
         }
         if members.len() >= raftchat_raft::command::MEMBERS_MAX {
             return Err(ApiError::bad_request("a group has at most 10000 members"));
         }
-        self.require_users(members).await?;
+        let mut invitees: Vec<Uuid> = members.iter().copied().filter(|u| *u != me).collect();
+        invitees.sort_unstable();
+        invitees.dedup();
+        self.require_users(&invitees).await?;
+        self.require_not_blocked_by(me, &invitees).await?;
         let chat = Uuid::new_v4();
         let cmd = ChatCommand::CreateChat {
             chat,
             kind: ChatKind::Group,
             name: name.to_string(),
             creator: me,
-            members: members.to_vec(),
+            members: Vec::new(),
             ts_ms: super::now_ms(),
         };
         self.write(self.group(&chat)?, cmd).await?;
-        let mut all = members.to_vec();
-        all.push(me);
-        all.sort_unstable();
-        all.dedup();
-        self.index(&all, chat, true).await?;
-        Ok(chat)
-    }
-
-    pub async fn add_member(&self, me: Uuid, chat: Uuid, user: Uuid) -> Result<(), ApiError> {
-        self.require_users(&[user]).await?;
-        let cmd = ChatCommand::AddMember { chat, by: me, user, ts_ms: super::now_ms() };
-        self.write(self.group(&chat)?, cmd).await?;
-        self.index(&[user], chat, true).await
+        self.index(&[me], chat, true).await?;
+        // Members join by accepting (the consent module says why).
+        let invited = self.invite_all(me, chat, &invitees).await?;
+        Ok((chat, invited))
     }
 
     pub async fn remove_member(&self, me: Uuid, chat: Uuid, user: Uuid) -> Result<(), ApiError> {

@@ -1,7 +1,8 @@
 //! Guards on the password endpoints: login and registration attempts per client address and
 //! per account name (429 with `Retry-After`), a bounded number of password hashes at once, and
 //! the same work for an unknown username as for a known one (response time does not tell
-//! which names exist).
+//! which names exist). Token refreshes are counted per client address too, in buckets of their
+//! own (a refreshing client never uses up its address's logins).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +21,8 @@ const HASH_WAIT: Duration = Duration::from_secs(5);
 /// The limits (flags, docs/OPERATIONS.md).
 #[derive(Debug, Clone)]
 pub struct GuardConfig {
-    /// Login and registration attempts per client address per minute (and the burst).
+    /// Login and registration attempts per client address per minute (and the burst); token
+    /// refreshes per address are limited to as many, counted apart.
     pub per_addr_per_min: f64,
     /// Login attempts per account name per minute (and the burst).
     pub per_account_per_min: f64,
@@ -31,6 +33,7 @@ pub struct GuardConfig {
 pub struct AccountGuard {
     by_addr: RateLimiter<IpAddr>,
     by_account: RateLimiter<String>,
+    refresh_by_addr: RateLimiter<IpAddr>,
     hashes: Arc<Semaphore>,
     dummy: OnceLock<String>,
 }
@@ -43,6 +46,7 @@ impl AccountGuard {
         AccountGuard {
             by_addr: RateLimiter::new(addr_rate, addr_burst),
             by_account: RateLimiter::new(acct_rate, acct_burst),
+            refresh_by_addr: RateLimiter::new(addr_rate, addr_burst),
             hashes: Arc::new(Semaphore::new(c.hashes_max.max(1))),
             dummy: OnceLock::new(),
         }
@@ -67,6 +71,17 @@ impl AccountGuard {
             }
         }
         Ok(())
+    }
+
+    /// One token refresh from `addr` (when known).
+    pub fn refresh_attempt(&self, addr: Option<IpAddr>) -> Result<(), ApiError> {
+        match addr {
+            Some(a) if !self.refresh_by_addr.allow(a) => Err(ApiError::rate_limited(
+                "too many token refreshes from this address",
+                self.refresh_by_addr.retry_after_secs(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Runs a password hash or check on the blocking pool, at most `hashes_max` at once.
@@ -107,5 +122,17 @@ mod tests {
         let e = g.attempt(Some(addrs[0]), Some("Alice")).unwrap_err();
         assert_eq!((e.status, e.retry_after_secs), (StatusCode::TOO_MANY_REQUESTS, Some(6)));
         assert!(g.attempt(Some(addrs[0]), Some("bob")).is_ok(), "another account is not affected");
+    }
+
+    #[test]
+    fn refreshes_are_limited_per_address_apart_from_logins() {
+        let g = AccountGuard::new(&GuardConfig { per_addr_per_min: 5.0, per_account_per_min: 10.0, hashes_max: 1 });
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        assert!((0..5).all(|_| g.refresh_attempt(Some(a)).is_ok()));
+        let e = g.refresh_attempt(Some(a)).unwrap_err();
+        assert_eq!((e.status, e.retry_after_secs), (StatusCode::TOO_MANY_REQUESTS, Some(12)));
+        assert!(g.refresh_attempt(Some(b)).is_ok(), "another address is not affected");
+        assert!(g.attempt(Some(a), None).is_ok(), "the address's logins are counted apart");
+        assert!(g.refresh_attempt(None).is_ok(), "an unknown address is not limited here");
     }
 }

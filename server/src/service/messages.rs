@@ -58,10 +58,7 @@ impl ChatService {
         if client_msg_id.is_empty() || client_msg_id.len() > raftchat_raft::command::CLIENT_MSG_ID_MAX {
             return Err(ApiError::bad_request("clientMsgId must be 1 to 128 bytes"));
         }
-        if !self.limiter.allow(me) {
-            self.metrics.rate_limited.inc();
-            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many messages; slow down"));
-        }
+        self.check_send(me)?;
         let blob = self.check_media_ref(me, kind, media.as_ref()).await?;
         let chat = match target {
             Target::Chat(c) => c,

@@ -2,22 +2,31 @@
 //!
 //! - [`users`]: accounts and sessions.
 //! - [`chats`]: direct and group chats, members, each user's chat index.
+//! - [`consent`]: blocking users, group invites and joining.
 //! - [`messages`]: sending, history, receipts.
 //! - [`media`]: media records, references and download rights (the blobs are in [`crate::media`]).
 //! - [`rate`]: token buckets per user, address or account.
+//! - [`quotas`]: per-user quotas (receipts, typing, membership changes, chat creation, the
+//!   cluster-wide share of the send limit, WebSockets per user, upload bytes per day).
 //! - [`guard`]: limits on login and registration, password hashing slots.
 //! - [`sessions`]: tokens, logout, revocation, the check that a session is still good.
+//! - [`refresh`]: refreshing a session's tokens, with rotation and reuse detection.
 //!
 //! Where things live: a chat, its members, messages and receipts in the chat's group; a user's
 //! account under `un/<username>` in the group of the username and under `ui/<user id>` in the
 //! user's home group (the group of the user id); a user's chat index under `uc/<user><chat>` in
-//! the user's home group, so that listing a user's chats reads one group.
+//! the user's home group, so that listing a user's chats reads one group. A user's session
+//! revocations (`us/<user>/...`) and refresh generations (`ur/<user>/...`) are in the home
+//! group too.
 
 pub mod chats;
+pub mod consent;
 pub mod guard;
 pub mod media;
 pub mod messages;
+pub mod quotas;
 pub mod rate;
+pub mod refresh;
 pub mod sessions;
 #[cfg(feature = "unsafe-knobs")]
 mod unsafe_send;
@@ -42,7 +51,10 @@ use crate::http::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     pub max_text_bytes: usize,
-    pub token_ttl_ms: u64,
+    /// Lifetime of an access token.
+    pub access_ttl_ms: u64,
+    /// Lifetime of a refresh token (from its issue; each rotation issues a new one).
+    pub refresh_ttl_ms: u64,
     /// How long a clientMsgId answers with its original message (rides in each append).
     pub dedup_window_ms: u64,
 }
@@ -52,7 +64,10 @@ pub struct ChatService {
     pub node: Node,
     pub router: Arc<GroupRouter>,
     pub config: ServiceConfig,
+    /// The send limit per user (its share on this node: [`quotas`]).
     pub limiter: Arc<rate::RateLimiter>,
+    /// Every other per-user quota.
+    pub quotas: Arc<quotas::Quotas>,
     /// Login and registration limits, password hashing slots.
     pub guard: Arc<guard::AccountGuard>,
     /// Each user's revoked sessions, as this node last read them.

@@ -27,11 +27,29 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Seconds until a refused key has a token again (for `Retry-After`).
     pub fn retry_after_secs(&self) -> u64 {
-        (1.0 / self.rate).ceil().max(1.0) as u64
+        self.retry_after_secs_for(1.0)
+    }
+
+    /// Seconds until a refused key has `cost` tokens again.
+    pub fn retry_after_secs_for(&self, cost: f64) -> u64 {
+        (self.cost(cost) / self.rate).ceil().max(1.0) as u64
     }
 
     /// Takes one token for `key`; false when it is over the limit.
     pub fn allow(&self, key: K) -> bool {
+        self.allow_cost(key, 1.0)
+    }
+
+    /// A cost as charged: at least one token, at most the burst (so it can always be paid once
+    /// the bucket is full).
+    fn cost(&self, cost: f64) -> f64 {
+        cost.max(1.0).min(self.burst.max(1.0))
+    }
+
+    /// Takes `cost` tokens for `key` (a share of the limit: a cost of n leaves the key 1/n of
+    /// the rate and of the burst); false when it is over the limit.
+    pub fn allow_cost(&self, key: K, cost: f64) -> bool {
+        let cost = self.cost(cost);
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if b.len() >= KEYS_MAX {
@@ -43,8 +61,8 @@ impl<K: Hash + Eq> RateLimiter<K> {
         let (tokens, last) = b.entry(key).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= cost {
+            *tokens -= cost;
             true
         } else {
             false
@@ -61,5 +79,18 @@ mod tests {
         assert!((0..3).all(|_| r.allow(u)));
         assert!(!r.allow(u));
         assert!(r.allow(uuid::Uuid::new_v4()));
+    }
+
+    #[test]
+    fn a_cost_of_n_leaves_a_nth_of_the_burst() {
+        let r: super::RateLimiter = super::RateLimiter::new(0.001, 10.0);
+        let u = uuid::Uuid::new_v4();
+        assert_eq!((0..20).filter(|_| r.allow_cost(u, 2.0)).count(), 5);
+        // A cost above the burst is charged as the whole burst, never refused for ever.
+        let v = uuid::Uuid::new_v4();
+        assert!(r.allow_cost(v, 50.0));
+        assert!(!r.allow_cost(v, 50.0));
+        assert_eq!(r.retry_after_secs_for(2.0), 2000);
+        assert_eq!(r.retry_after_secs_for(0.5), r.retry_after_secs());
     }
 }

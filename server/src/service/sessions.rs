@@ -7,7 +7,12 @@
 //! logout is a key of its own, so concurrent logouts never lose one; revoke-all is last-writer-
 //! wins (two at once leave one of their cut-offs, both within a clock skew of now). Every node
 //! checks a token against them through a cache of at most [`CACHE_TTL`], so a revocation holds
-//! everywhere within that (and at once on the node that made it).
+//! everywhere within that (and at once on the node that made it). A refresh reads them
+//! linearizably instead ([`super::refresh`]): a revoked session is never refreshed anywhere.
+//!
+//! A session outlives its access tokens through refresh tokens, so a logout record is kept as
+//! long as any refresh token of the session could still be used: the refresh lifetime from the
+//! logout on (the refresh check caps every refresh token at that lifetime from its issue).
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -22,8 +27,10 @@ use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
 use uuid::Uuid;
 
+use super::users::Session;
 use super::ChatService;
 use crate::auth::Claims;
+use crate::auth::RefreshClaims;
 use crate::http::error::ApiError;
 
 /// How stale a node's view of a user's revocations may be.
@@ -38,14 +45,14 @@ pub struct RevocationCache {
     users: Mutex<HashMap<Uuid, Revoked>>,
 }
 
-struct Revoked {
+pub(super) struct Revoked {
     fetched: Instant,
     before_ms: u64,
     sessions: HashSet<u64>,
 }
 
 impl Revoked {
-    fn revokes(&self, c: &Claims) -> bool {
+    pub(super) fn revokes(&self, c: &Claims) -> bool {
         c.issued_ms < self.before_ms || self.sessions.contains(&c.session)
     }
 }
@@ -62,7 +69,7 @@ fn session_key(user: &Uuid, session: u64) -> Vec<u8> {
     [prefix(user), b"s".to_vec(), session.to_be_bytes().to_vec()].concat()
 }
 
-fn u64_of(v: &[u8]) -> u64 {
+pub(super) fn u64_of(v: &[u8]) -> u64 {
     v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
 }
 
@@ -74,7 +81,7 @@ impl RevocationCache {
         users.get(&c.user).filter(|r| !fresh || r.fetched.elapsed() < CACHE_TTL).map(|r| r.revokes(c))
     }
 
-    fn put(&self, user: Uuid, r: Revoked) {
+    pub(super) fn put(&self, user: Uuid, r: Revoked) {
         let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if users.len() >= CACHE_USERS_MAX {
             users.retain(|_, r| r.fetched.elapsed() < CACHE_TTL);
@@ -98,13 +105,34 @@ impl RevocationCache {
 }
 
 impl ChatService {
-    /// A new session for `user`: a token carrying a fresh session id.
-    pub fn issue_session(&self, user: Uuid) -> Result<(String, Claims), ApiError> {
+    /// A new session for `user`: an access and a refresh token (generation 0) carrying a fresh
+    /// session id.
+    pub fn issue_session(&self, user: Uuid) -> Result<Session, ApiError> {
+        self.issue_tokens(user, rand::random(), super::now_ms(), 0)
+    }
+
+    /// Tokens of `session` (begun at `session_ms`): an access token and a refresh token that may
+    /// spend `generation`, both from now.
+    pub(super) fn issue_tokens(
+        &self,
+        user: Uuid,
+        session: u64,
+        session_ms: u64,
+        generation: u64,
+    ) -> Result<Session, ApiError> {
         let now = super::now_ms();
-        let claims =
-            Claims { user, session: rand::random(), issued_ms: now, expires_ms: now + self.config.token_ttl_ms };
-        let token = crate::auth::issue_token(&self.token_secret()?, &claims).map_err(ApiError::internal)?;
-        Ok((token, claims))
+        let secret = self.token_secret()?;
+        let claims = Claims { user, session, issued_ms: session_ms, expires_ms: now + self.config.access_ttl_ms };
+        let token = crate::auth::issue_token(&secret, &claims).map_err(ApiError::internal)?;
+        let expires_ms = now + self.config.refresh_ttl_ms;
+        let refresh = RefreshClaims { user, session, session_ms, issued_ms: now, expires_ms, generation };
+        Ok(Session {
+            token,
+            user_id: user,
+            expires_ms: claims.expires_ms,
+            refresh_token: crate::auth::issue_refresh_token(&secret, &refresh),
+            refresh_expires_ms: refresh.expires_ms,
+        })
     }
 
     /// The claims of a bearer token whose session is still good.
@@ -123,7 +151,7 @@ impl ChatService {
     pub async fn check_session(&self, c: &Claims) -> Result<(), ApiError> {
         let revoked = match self.sessions.verdict(c, true) {
             Some(v) => v,
-            None => match self.read_revocations(&c.user).await {
+            None => match self.read_revocations(&c.user, Consistency::Local).await {
                 Ok(r) => {
                     let v = r.revokes(c);
                     self.sessions.put(c.user, r);
@@ -141,9 +169,11 @@ impl ChatService {
         Ok(())
     }
 
-    async fn read_revocations(&self, user: &Uuid) -> Result<Revoked, ApiError> {
+    /// `user`'s revocations as the home group has them (`Local`: as this node's replica has
+    /// applied them; `Linearizable`: everything committed).
+    pub(super) async fn read_revocations(&self, user: &Uuid, c: Consistency) -> Result<Revoked, ApiError> {
         let query = ReadQuery::KeyPrefix { prefix: prefix(user), limit: SESSIONS_LISTED_MAX + 1 };
-        let keys = match self.read(self.group(user)?, query, Consistency::Local).await? {
+        let keys = match self.read(self.group(user)?, query, c).await? {
             ReadResult::Keys(k) => k,
             other => return Err(super::unexpected(other)),
         };
@@ -161,20 +191,26 @@ impl ChatService {
 
     /// Logs one session out (`DELETE /api/v1/sessions/current`).
     pub async fn logout(&self, c: &Claims) -> Result<(), ApiError> {
+        self.end_session(c.user, c.session, c.expires_ms).await
+    }
+
+    /// Ends `session` of `user` on every node: its access tokens (the last expiring at
+    /// `expires_ms`) and its refresh tokens.
+    pub(super) async fn end_session(&self, user: Uuid, session: u64, expires_ms: u64) -> Result<(), ApiError> {
+        let keep_until = expires_ms.max(super::now_ms() + self.config.refresh_ttl_ms);
         let cmd = ChatCommand::Put {
-            key: session_key(&c.user, c.session),
-            value: Some(c.expires_ms.to_be_bytes().to_vec()),
+            key: session_key(&user, session),
+            value: Some(keep_until.to_be_bytes().to_vec()),
             only_if_absent: true,
         };
-        match self.write(self.group(&c.user)?, cmd).await {
+        match self.write(self.group(&user)?, cmd).await {
             Ok(_) | Err(ApiError { code: "exists", .. }) => {}
             Err(e) => return Err(e),
         }
-        let session = c.session;
-        self.sessions.note(c.user, |r| {
+        self.sessions.note(user, |r| {
             r.sessions.insert(session);
         });
-        self.drop_expired_logouts(c.user).await;
+        self.drop_expired_logouts(user).await;
         Ok(())
     }
 

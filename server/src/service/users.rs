@@ -27,10 +27,15 @@ pub struct UserRecord {
     pub created_ms: u64,
 }
 
+/// A session's tokens, as login, a password change and a refresh answer them.
 pub struct Session {
+    /// The access token (the bearer token of every call).
     pub token: String,
     pub user_id: Uuid,
     pub expires_ms: u64,
+    /// The refresh token (only for `POST /api/v1/sessions/refresh`).
+    pub refresh_token: String,
+    pub refresh_expires_ms: u64,
 }
 
 fn valid_username(u: &str) -> bool {
@@ -128,8 +133,7 @@ impl ChatService {
         let pw = password.to_string();
         let ok = self.guard.hash_work(move || crate::auth::verify_password(&pw, &hash)).await?;
         let Some(record) = record.filter(|_| ok) else { return Err(wrong()) };
-        let (token, claims) = self.issue_session(record.user_id)?;
-        Ok(Session { token, user_id: record.user_id, expires_ms: claims.expires_ms })
+        self.issue_session(record.user_id)
     }
 
     /// Changes `me`'s password (the old one must match), revokes every session, and returns a
@@ -165,15 +169,13 @@ impl ChatService {
         self.put(self.username_group(&updated.username)?, name_key(&updated.username), Some(bytes.clone())).await?;
         self.put(self.group(&me)?, id_key(&me), Some(bytes)).await?;
         self.revoke_all(me).await?;
-        let (token, claims) = self.issue_session(me)?;
-        Ok(Session { token, user_id: me, expires_ms: claims.expires_ms })
+        self.issue_session(me)
     }
 
     /// A session for any user id, without a password: the internal API's shortcut for load
     /// generators and tests (`POST /internal/v1/sessions`, `--internal-api` only).
     pub fn session_for(&self, user_id: Uuid) -> Result<Session, ApiError> {
-        let (token, claims) = self.issue_session(user_id)?;
-        Ok(Session { token, user_id, expires_ms: claims.expires_ms })
+        self.issue_session(user_id)
     }
 
     /// Looks a user up by name.

@@ -31,6 +31,7 @@ use crate::presence::table::Status;
 use crate::presence::Presence;
 use crate::service::messages::Sent;
 use crate::service::messages::Target;
+use crate::service::quotas::Quota;
 use crate::service::rfc3339;
 use crate::service::ChatService;
 
@@ -290,7 +291,13 @@ fn start(q: Queued, user: Uuid, service: &ChatService, presence: &Arc<Presence>,
         Queued::Delivered(chats) => {
             return Some(Box::pin(async move {
                 for (chat, seq) in chats {
-                    if let Err(e) = service.mark(user, chat, seq, 0).await {
+                    // Over the receipts quota the rest of the batch is dropped: a later ack
+                    // (watermarks only rise) covers it.
+                    let quota = service.quotas.check(Quota::Receipts, user);
+                    if let Err(e) = match quota {
+                        Ok(()) => service.mark(user, chat, seq, 0).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    } {
                         return Outcome::Frame(ServerFrame::error(e.code, e.message, Some("delivered".into())));
                     }
                 }
@@ -309,10 +316,16 @@ fn start(q: Queued, user: Uuid, service: &ChatService, presence: &Arc<Presence>,
     };
     Some(match frame {
         ClientFrame::Sync { chats } => Box::pin(async move { Outcome::Sync(chats) }),
+        // Over the typing quota a signal is dropped without an answer (it is soft state).
+        ClientFrame::Typing { .. } if !service.quotas.allow(Quota::Typing, user) => return None,
         ClientFrame::Typing { chat_id } => {
             let presence = presence.clone();
             Box::pin(async move {
                 match service.membership(user, chat_id, Consistency::Local).await {
+                    Ok(m) if m.role == raftchat_storage::chat_store::Role::Blocked => {
+                        let e = crate::service::consent::blocked_error();
+                        Outcome::Frame(ServerFrame::error(e.code, e.message, Some("typing".into())))
+                    }
                     Ok(_) => {
                         presence.typing(chat_id, user);
                         Outcome::Nothing
@@ -347,7 +360,9 @@ fn start(q: Queued, user: Uuid, service: &ChatService, presence: &Arc<Presence>,
             let known = w.next.contains_key(&chat_id);
             Box::pin(async move {
                 let (d, r) = (seq, if read { seq } else { 0 });
-                let marked = if known {
+                let marked = if let Err(e) = service.quotas.check(Quota::Receipts, user) {
+                    Err(e)
+                } else if known {
                     service.mark(user, chat_id, d, r).await
                 } else {
                     service.mark_member(user, chat_id, d, r).await

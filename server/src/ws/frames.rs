@@ -1,7 +1,8 @@
 //! WebSocket frames (JSON text). Only this module turns socket text into frames and back.
 //!
 //! Client -> server: `message` (`to` a user as in the brief, or `chatId`), `delivered`, `read`,
-//! `sync`, `ping`. Server -> client: `ack`, `message`, `receipt`, `chat`, `error`, `pong`.
+//! `sync`, `ping`, `presence`, `typing`. Server -> client: `ack`, `message`, `receipt`, `chat`,
+//! `presence`, `typing`, `invite`, `error`, `pong`.
 //! See docs/PROTOCOL.md for examples.
 
 use std::collections::HashMap;
@@ -228,6 +229,15 @@ pub enum ServerFrame {
     Typing {
         chat_id: Uuid,
         user_id: Uuid,
+    },
+    /// The user was invited to a group; `POST /api/v1/chats/{chatId}/join` accepts.
+    #[serde(rename_all = "camelCase")]
+    Invite {
+        chat_id: Uuid,
+        name: String,
+        from: Uuid,
+        member_count: u32,
+        timestamp: String,
     },
     Error {
         code: String,

@@ -83,6 +83,15 @@ async fn upgrade(
                 .into_response();
         }
     }
+    // The user's slot on this node: refused with 429 before the upgrade when the token came
+    // with it, else (first-frame authentication) with close code 4008 once authenticated.
+    let user_slot = match &claims {
+        Some(c) => match s.service.quotas.ws_slot(c.user) {
+            Ok(slot) => Some(slot),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
     let Ok(permit) = Arc::clone(&s.ws_slots).try_acquire_owned() else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -115,13 +124,31 @@ async fn upgrade(
                     None => return,
                 },
             };
+            let user_slot = match user_slot.map_or_else(|| cx.service.quotas.ws_slot(claims.user), Ok) {
+                Ok(slot) => slot,
+                Err(e) => return refuse(socket, e, CLOSE_TOO_MANY_FOR_USER).await,
+            };
             // Every log line of this connection carries its user.
             let span = tracing::info_span!("ws", user = %claims.user);
             tracing::Instrument::instrument(connection::serve(socket, claims, cx, shutdown), span).await;
             drop(permit);
+            drop(user_slot);
             // The client address's connection slot, held for the socket's life.
             drop(hold);
         })
+}
+
+/// Close code of a socket whose user has `--ws-connections-per-user-max` WebSockets on this
+/// node already (when it authenticated by its first frame; otherwise the upgrade is a 429).
+pub const CLOSE_TOO_MANY_FOR_USER: u16 = 4008;
+
+/// Says why in an error frame, then closes with `code`.
+async fn refuse(mut socket: axum::extract::ws::WebSocket, e: ApiError, code: u16) {
+    use axum::extract::ws::Message;
+    let frame = frames::ServerFrame::error(e.code, e.message, Some("auth".into())).to_text();
+    let _ = socket.send(Message::Text(frame.into())).await;
+    let close = axum::extract::ws::CloseFrame { code, reason: e.code.into() };
+    let _ = socket.send(Message::Close(Some(close))).await;
 }
 
 /// Authenticates a connection by its first frame; on failure says why and closes.

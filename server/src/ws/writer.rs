@@ -77,6 +77,8 @@ pub struct Writer {
     own: HashSet<(Uuid, u64)>,
     /// Frames fed since the last flush.
     unflushed: bool,
+    /// Users who blocked this user: their presence is not followed.
+    blocked_by: HashSet<Uuid>,
 }
 
 impl Writer {
@@ -99,6 +101,7 @@ impl Writer {
             sending: None,
             own: HashSet::new(),
             unflushed: false,
+            blocked_by: HashSet::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Writer {
     /// Subscribes to every chat of the user, then catches each up from its delivered watermark.
     pub async fn start(&mut self) -> Result<(), String> {
         let chats = self.service.chat_ids(self.user).await.map_err(|e| e.to_string())?;
+        self.blocked_by = self.service.blocked_by(self.user).await.map_err(|e| e.to_string())?;
         for chat in &chats {
             self.hub.subscribe(self.conn, *chat);
         }
@@ -166,7 +170,7 @@ impl Writer {
         if view.member_count > PRESENCE_GROUP_MAX {
             return Ok(());
         }
-        let others = view.members.into_iter().filter(|u| *u != self.user);
+        let others = view.members.into_iter().filter(|u| *u != self.user && !self.blocked_by.contains(u));
         for u in self.hub.add_contacts(self.conn, others) {
             let v = self.presence.view(&u);
             self.send(presence_frame(u, v)).await?;
@@ -296,6 +300,34 @@ impl Writer {
                 self.follow_members(chat).await
             }
             Delivery::Presence(user, view) => self.send(presence_frame(user, view)).await,
+            Delivery::Invite(chat, true) => match self.service.invite_view(self.user, chat).await {
+                Ok(Some(v)) => {
+                    let frame = ServerFrame::Invite {
+                        chat_id: v.chat_id,
+                        name: v.name,
+                        from: v.from,
+                        member_count: v.member_count,
+                        timestamp: v.timestamp,
+                    };
+                    self.send(frame).await
+                }
+                // Accepted, declined or withdrawn meanwhile; `GET /invites` has the truth.
+                Ok(None) | Err(_) => Ok(()),
+            },
+            Delivery::Invite(_, false) => Ok(()),
+            Delivery::BlockedBy(by, true) => {
+                self.blocked_by.insert(by);
+                self.hub.remove_contact(self.conn, by);
+                Ok(())
+            }
+            Delivery::BlockedBy(by, false) => {
+                self.blocked_by.remove(&by);
+                let direct = crate::service::chats::direct_chat_id(self.user, by);
+                if self.next.contains_key(&direct) {
+                    self.follow_members(direct).await?;
+                }
+                Ok(())
+            }
             Delivery::Typing { chat, user } => {
                 if !self.next.contains_key(&chat) {
                     return Ok(());

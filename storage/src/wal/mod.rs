@@ -86,7 +86,7 @@ impl GroupIndex {
             self.first += 1;
         }
         if self.entries.is_empty() {
-            self.first = upto + 1;
+            self.first = upto.saturating_add(1);
         }
     }
 

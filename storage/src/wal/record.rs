@@ -19,6 +19,10 @@ pub const SEGMENT_HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: usize = 8;
 /// No single record may exceed this; anything larger on replay is corruption.
 pub const RECORD_LEN_MAX: usize = 256 * 1024 * 1024;
+/// Every payload holds at least its version, kind and group. A shorter one is never a record,
+/// even with a matching CRC: eight zero bytes (a file extended by a crash before its data was
+/// written) are a zero CRC over an empty payload, which matches.
+pub const PAYLOAD_LEN_MIN: usize = 1 + 1 + 4;
 
 /// What a record says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::path::Path;
 use super::apply_to_index;
 use super::record;
 use super::record::Record;
+use super::record::PAYLOAD_LEN_MIN;
 use super::record::RECORD_HEADER_LEN;
 use super::record::RECORD_LEN_MAX;
 use super::record::SEGMENT_HEADER_LEN;
@@ -27,7 +28,7 @@ fn record_at(data: &[u8], pos: usize) -> Option<&[u8]> {
     let head = data.get(pos..pos + RECORD_HEADER_LEN)?;
     let crc = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    if len > RECORD_LEN_MAX {
+    if !(PAYLOAD_LEN_MIN..=RECORD_LEN_MAX).contains(&len) {
         return None;
     }
     let payload = data.get(pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + len)?;

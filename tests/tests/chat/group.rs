@@ -27,7 +27,12 @@ async fn a_200_member_group_receives_every_message_in_order() -> anyhow::Result<
         sockets.push(Ws::connect(&c.url(ids[i % ids.len()]), m, true).await?);
     }
     let ids_of: Vec<uuid::Uuid> = rest.iter().map(|m| m.user).collect();
-    let chat = api(&c, 2).group(owner, "two hundred", &ids_of).await?;
+    let chat = api(&c, 2).group_invite(owner, "two hundred", &ids_of).await?;
+    // Each invitee's connection hears of the invite, then accepts it.
+    for (i, s) in sockets.iter_mut().enumerate().skip(1) {
+        s.wait_for(SECS_30, "invite frame", |f| f["type"] == "invite" && f["chatId"] == chat.to_string()).await?;
+        api(&c, ids[i % ids.len()]).join(&members[i], chat).await?;
+    }
     // Every member's connection learns of the new chat.
     for s in sockets.iter_mut() {
         s.wait_for(SECS_30, "chat frame", |f| f["type"] == "chat" && f["member"] == true).await?;
@@ -45,11 +50,15 @@ async fn a_200_member_group_receives_every_message_in_order() -> anyhow::Result<
         assert!(got.iter().enumerate().all(|(k, f)| f["text"] == format!("m{k}")));
     }
 
-    // Only admins add; the added member's connection sees the chat and then live messages.
+    // Only admins invite; nobody joins uninvited; the joined member's connection sees the chat
+    // and then live messages.
     let mut wl = Ws::connect(&c.url(3), late, true).await?;
     let e = api(&c, 1).add_member(&members[5], chat, late.user).await.unwrap_err();
     assert!(e.to_string().contains("not_admin"), "{e}");
+    let e = api(&c, 2).join(late, chat).await.unwrap_err();
+    assert!(e.to_string().contains("not_invited"), "{e}");
     api(&c, 1).add_member(owner, chat, late.user).await?;
+    api(&c, 2).join(late, chat).await?;
     wl.wait_for(SECS_30, "chat frame for the late member", |f| f["type"] == "chat" && f["chatId"] == chat.to_string())
         .await?;
     api(&c, 2).send(owner, chat, "welcome", "g-welcome").await?;

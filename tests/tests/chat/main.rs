@@ -3,7 +3,9 @@
 
 mod abuse;
 mod authz;
+mod authz_ws;
 mod bad_input;
+mod consent;
 mod direct;
 mod fresh_chat;
 mod gateway_failover;
@@ -15,6 +17,7 @@ mod presence;
 mod presence_partition;
 mod presence_timeouts;
 mod push;
+mod quotas;
 mod sessions;
 mod slow_consumer;
 

@@ -31,7 +31,7 @@ async fn delivery_through_a_node_without_a_replica() -> anyhow::Result<()> {
         .collect();
     let mut chat = None;
     for i in 0..40 {
-        let ch = api(&c, 1).group(alice, &format!("far {i}"), &[bob.user]).await?;
+        let ch = api(&c, 1).group(alice, &format!("far {i}"), &[bob]).await?;
         if !hosted.contains(&group_of(&c, ch).await?) {
             chat = Some(ch);
             break;

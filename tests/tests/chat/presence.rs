@@ -25,7 +25,7 @@ async fn presence_and_typing_across_nodes() -> anyhow::Result<()> {
     let c = Cluster::start(Opts { data_groups: 8, ..Default::default() }).await?;
     let u = users(&c, "pres", 4).await?;
     let (alice, bob, carol, stranger) = (&u[0], &u[1], &u[2], &u[3]);
-    let chat = api(&c, 1).group(alice, "friends", &[bob.user, carol.user]).await?;
+    let chat = api(&c, 1).group(alice, "friends", &[bob, carol]).await?;
 
     let mut wb = Ws::connect(&c.url(3), bob, false).await?;
     // Alice is offline (never connected): bob's connection says so first.

@@ -31,7 +31,7 @@ async fn presence_converges_after_a_partition_heals() -> anyhow::Result<()> {
     let c = Cluster::start(Opts { data_groups: 8, proxied: true, ..Default::default() }).await?;
     let u = users(&c, "part", 4).await?;
     let (a, b, x, y) = (&u[0], &u[1], &u[2], &u[3]);
-    api(&c, 1).group(a, "all", &[b.user, x.user, y.user]).await?;
+    api(&c, 1).group(a, "all", &[b, x, y]).await?;
     let mut wa = Ws::connect(&c.url(1), a, false).await?;
     let mut wb = Ws::connect(&c.url(3), b, false).await?;
     let wy = Ws::connect(&c.url(3), y, false).await?;

@@ -24,7 +24,7 @@ async fn heartbeat_timeout_and_inactivity() -> anyhow::Result<()> {
     let c = Cluster::start(Opts { data_groups: 8, extra_args, ..Default::default() }).await?;
     let u = users(&c, "hb", 3).await?;
     let (watcher, idle, silent) = (&u[0], &u[1], &u[2]);
-    api(&c, 1).group(watcher, "hb", &[idle.user, silent.user]).await?;
+    api(&c, 1).group(watcher, "hb", &[idle, silent]).await?;
     let mut w = Ws::connect(&c.url(1), watcher, false).await?;
 
     // Inactive: away after 2 s without a frame, online again on the next frame.

@@ -1,5 +1,6 @@
-//! A group in the browser: created from the sidebar, members added and removed from the
-//! members panel, history paged back by scrolling up, a video and a file sent and fetched.
+//! A group in the browser: created from the sidebar, members invited and removed from the
+//! members panel, history paged back by scrolling up, a video and a file sent and fetched, an
+//! invite accepted from the sidebar.
 
 use std::time::Duration;
 
@@ -28,6 +29,13 @@ async fn log_in(b: &Client, url: &str, name: &str) -> anyhow::Result<()> {
     until(b, "document.getElementById('conn-banner').dataset.state === 'online'", &format!("{name} online"), T).await
 }
 
+/// Closes and opens the members panel: it reads the chat again.
+async fn reopen_members(b: &Client) -> anyhow::Result<()> {
+    click(b, "#members-toggle").await?;
+    until(b, "document.getElementById('members-panel').hidden", "the panel closed", T).await?;
+    click(b, "#members-toggle").await
+}
+
 fn members_are(names: &[&str]) -> String {
     let want = serde_json::to_string(names).unwrap_or_default();
     format!("JSON.stringify([...document.querySelectorAll('#member-list li span')].map(s => s.textContent.replace(' (admin)', '')).sort()) === JSON.stringify({want}.sort())")
@@ -39,11 +47,11 @@ async fn group_members_history_and_files() -> anyhow::Result<()> {
     let c = Cluster::start(Opts { nodes: 3, data_groups: 8, ..Default::default() }).await?;
     let api = Api::new(&c.url(2));
     let carol = api.signup("carol-g").await?;
-    api.signup("dave-g").await?;
-    api.signup("erin-g").await?;
+    let dave = api.signup("dave-g").await?;
+    let erin = api.signup("erin-g").await?;
     let driver = Driver::start(raftchat_tests::tls::secure_by_env()).await?;
     let b = driver.browser().await?;
-    let result = run(&c, &api, &carol, &b).await;
+    let result = run(&c, &api, [&carol, &dave, &erin], &b).await;
     if result.is_err() {
         let _ = screenshot(&b, "failure-groups").await;
     }
@@ -51,28 +59,36 @@ async fn group_members_history_and_files() -> anyhow::Result<()> {
     result
 }
 
-async fn run(c: &Cluster, api: &Api, carol: &raftchat_tests::chat::Session, b: &Client) -> anyhow::Result<()> {
+async fn run(c: &Cluster, api: &Api, users: [&raftchat_tests::chat::Session; 3], b: &Client) -> anyhow::Result<()> {
+    let [carol, dave, erin] = users;
     log_in(b, &c.url(3), "carol-g").await?;
 
-    // A group with dave, from the sidebar; then erin added and dave removed in the panel.
+    // A group inviting dave, from the sidebar; dave accepts; then erin invited and accepting,
+    // and dave removed, in the panel.
     click(b, ".new-group summary").await?;
     fill(b, "#new-group-name", "Team").await?;
     fill(b, "#new-group-members", "dave-g").await?;
     click(b, "#new-group-submit").await?;
     until(b, "document.getElementById('conv-name').textContent === 'Team'", "the group open", T).await?;
     click(b, "#members-toggle").await?;
+    until(b, &members_are(&["carol-g", "dave-g (invited)"]), "dave invited in the panel", T).await?;
+    let chat: uuid::Uuid =
+        serde_json::from_value(js(b, "document.querySelector('#chat-list .chat-item').dataset.chatId").await?)?;
+    api.join(dave, chat).await?;
+    reopen_members(b).await?;
     until(b, &members_are(&["carol-g", "dave-g"]), "carol and dave in the panel", T).await?;
     fill(b, "#add-member-username", "erin-g").await?;
     click(b, "#add-member-submit").await?;
-    until(b, &members_are(&["carol-g", "dave-g", "erin-g"]), "erin added", T).await?;
+    until(b, &members_are(&["carol-g", "dave-g", "erin-g (invited)"]), "erin invited", T).await?;
+    api.join(erin, chat).await?;
+    reopen_members(b).await?;
+    until(b, &members_are(&["carol-g", "dave-g", "erin-g"]), "erin joined", T).await?;
     screenshot(b, "05-group-members").await?;
     js(b, "[...document.querySelectorAll('#member-list li')].find(li => li.textContent.startsWith('dave-g')).querySelector('button').click()").await?;
     until(b, &members_are(&["carol-g", "erin-g"]), "dave removed", T).await?;
     until(b, "document.getElementById('peer-status').textContent === '2 members'", "the header counts 2", T).await?;
 
     // History written elsewhere, then paged back by scrolling up after a reload.
-    let chat: uuid::Uuid =
-        serde_json::from_value(js(b, "document.querySelector('#chat-list .chat-item').dataset.chatId").await?)?;
     for i in 1..=HISTORY {
         api.send(carol, chat, &format!("p{i}"), &format!("p{i}")).await?;
     }
@@ -131,5 +147,22 @@ async fn run(c: &Cluster, api: &Api, carol: &raftchat_tests::chat::Session, b: &
         .await?;
     assert_eq!(body, "meeting at noon");
     screenshot(b, "06-group-media").await?;
+
+    // An invite from dave reaches carol's sidebar live; she joins from there.
+    let party = api.group_invite(dave, "Party", &[carol.user]).await?;
+    until(b, "!document.getElementById('invites').hidden", "the invite in the sidebar", T).await?;
+    let shown = js(b, "document.querySelector('#invite-list li span').textContent").await?;
+    assert_eq!(shown, "Party (from dave-g)");
+    click(b, "#invite-list li button.join").await?;
+    until(b, "document.getElementById('conv-name').textContent === 'Party'", "the joined group open", T).await?;
+    until(b, "document.getElementById('invites').hidden", "the invite gone", T).await?;
+    api.send(dave, party, "welcome carol", "party-1").await?;
+    until(
+        b,
+        "[...document.querySelectorAll('#messages .text')].some(e => e.textContent === 'welcome carol')",
+        "dave's message in the joined group",
+        T,
+    )
+    .await?;
     Ok(())
 }
