@@ -33,8 +33,18 @@ use uuid::Uuid;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
+/// Largest body of the routes that take a small JSON object (accounts, receipts, presence,
+/// blocks, members): a few hundred bytes in use; 16 KiB leaves room and keeps a flood cheap.
+pub const SMALL_BODY_BYTES: usize = 16 * 1024;
+
 pub fn routes() -> Router<AppState> {
-    Router::new()
+    // Bodies up to `BODY_BYTES_MAX` (the server-wide limit): a group's member list and messages.
+    let large = Router::new()
+        .route("/api/v1/chats", post(chats::create).get(chats::list))
+        .route("/api/v1/messages", post(messages::send))
+        // Uploads stream to disk under their own size limit (--media-max-mib).
+        .route("/api/v1/media", post(media::upload).layer(axum::extract::DefaultBodyLimit::disable()));
+    let small = Router::new()
         .route("/api/v1/users", post(users::register))
         .route("/api/v1/users/{username}", get(users::lookup))
         .route("/api/v1/users/id/{user_id}", get(users::by_id))
@@ -42,7 +52,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/current", delete(users::logout))
         .route("/api/v1/sessions/refresh", post(users::refresh))
         .route("/api/v1/users/me/password", axum::routing::put(users::change_password))
-        .route("/api/v1/chats", post(chats::create).get(chats::list))
         .route("/api/v1/chats/{chat_id}", get(chats::show))
         .route("/api/v1/chats/{chat_id}/members", post(chats::add_member))
         .route("/api/v1/chats/{chat_id}/members/{user_id}", delete(chats::remove_member))
@@ -52,16 +61,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/invites/{chat_id}", delete(consent::decline))
         .route("/api/v1/blocks", post(consent::block).get(consent::list_blocks))
         .route("/api/v1/blocks/{user_id}", delete(consent::unblock))
-        .route("/api/v1/messages", post(messages::send))
         .route("/api/v1/messages/{chat_id}", get(messages::history))
-        // Uploads stream to disk under their own size limit (--media-max-mib).
-        .route("/api/v1/media", post(media::upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/api/v1/media/{media_id}", get(media::download))
         .route("/api/v1/media/{media_id}/link", post(media::link))
         .route("/api/v1/presence", post(presence::set))
         .route("/api/v1/presence/{user_id}", get(presence::get))
         .route("/api/v1/openapi.json", get(openapi::document))
-        .layer(cors())
+        .layer(axum::extract::DefaultBodyLimit::max(SMALL_BODY_BYTES));
+    large.merge(small).layer(cors())
 }
 
 /// Any origin may call the API: it is authorized by bearer tokens, never by cookies, and the web

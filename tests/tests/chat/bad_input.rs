@@ -79,6 +79,22 @@ async fn bad_frames_non_members_and_bad_tokens_are_refused() -> anyhow::Result<(
     assert_eq!(r.status().as_u16(), 400);
     let v: serde_json::Value = r.json().await?;
     assert_eq!(v["error"]["code"], "bad_request");
+    // Per-route body limits: 32 KiB is too much for the small routes, not for a group's creation.
+    let padded = |extra: usize| json!({ "seq": 1, "pad": "x".repeat(extra) }).to_string();
+    let http = reqwest::Client::new();
+    for path in ["/api/v1/sessions".to_string(), format!("/api/v1/chats/{chat}/read"), "/api/v1/blocks".into()] {
+        let r = http
+            .post(format!("{}{path}", c.url(2)))
+            .bearer_auth(&alice.token)
+            .header("content-type", "application/json")
+            .body(padded(32 * 1024))
+            .send()
+            .await?;
+        assert_eq!(r.status().as_u16(), 413, "{path}");
+    }
+    let big_group = json!({ "type": "group", "name": "g", "members": [], "pad": "x".repeat(32 * 1024) });
+    let r = http.post(format!("{}/api/v1/chats", c.url(2))).bearer_auth(&alice.token).json(&big_group).send().await?;
+    assert_eq!(r.status().as_u16(), 422, "read past the small limit, refused for its unknown field");
     // Nothing acknowledged was lost along the way.
     assert_eq!(crate::seqs(&api(&c, 3).history(bob, chat, 0).await?), vec![1, 2]);
     let doc: serde_json::Value = reqwest::get(format!("{}/api/v1/openapi.json", c.url(2))).await?.json().await?;
