@@ -68,7 +68,7 @@ impl Client {
         let resp = self.http.post(format!("{base}/api/v1/messages")).bearer_auth(&self.token).json(&body).send().await;
         match answer(resp).await {
             Ok(v) => match v["seq"].as_u64() {
-                Some(seq) => Outcome::Ok(json!({ "seq": seq })),
+                Some(seq) => Outcome::Ok(json!({ "seq": seq, "message_id": v["messageId"] })),
                 None => Outcome::Info(format!("answer without seq: {v}")),
             },
             Err(o) => o,
@@ -82,17 +82,12 @@ impl Client {
             format!("{base}/api/v1/messages/{chat}?after={}&limit=1000&consistency={mode}", from.saturating_sub(1));
         match answer(self.http.get(url).bearer_auth(&self.token).send().await).await {
             Ok(v) => {
-                let entries: Vec<Value> = v["messages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|m| json!([m["seq"], m["clientMsgId"]]))
-                    .collect();
-                let last = entries.last().and_then(|e| e[0].as_u64());
-                let head = v["lastSeq"].as_u64().unwrap_or(0);
-                // A window cut short by the limit reaches only its last entry.
-                let head = if v["hasMore"].as_bool() == Some(true) { last.unwrap_or(head) } else { head };
-                Outcome::Ok(json!({ "head": head, "entries": entries }))
+                let entries: Vec<Value> =
+                    v["messages"].as_array().into_iter().flatten().map(crate::observed::from_public).collect();
+                // What the read saw is what it returned: its last entry, or nothing from `from`
+                // on (the server's `lastSeq` is kept as `claimed`, for the record only).
+                let head = entries.last().and_then(|e| e[0].as_u64()).unwrap_or(from.saturating_sub(1));
+                Outcome::Ok(json!({ "head": head, "claimed": v["lastSeq"], "entries": entries }))
             }
             Err(o) => o,
         }
@@ -110,15 +105,10 @@ pub enum DumpError {
 
 /// Every message of `chat` on one node, through the internal API: `consistency=linearizable`
 /// (through the leader) or `replica` (this node's copy only).
-pub async fn dump(
-    http: &reqwest::Client,
-    base: &str,
-    chat: Uuid,
-    consistency: &str,
-) -> Result<Vec<(u64, String)>, DumpError> {
-    let mut out: Vec<(u64, String)> = Vec::new();
+pub async fn dump(http: &reqwest::Client, base: &str, chat: Uuid, consistency: &str) -> Result<Vec<Value>, DumpError> {
+    let mut out: Vec<Value> = Vec::new();
     loop {
-        let after = out.last().map_or(0, |(s, _)| *s);
+        let after = out.last().and_then(|e| e[0].as_u64()).unwrap_or(0);
         let url =
             format!("{base}/internal/v1/chats/{chat}/messages?after={after}&limit=1000&consistency={consistency}");
         let resp = http.get(url).send().await.map_err(|_| DumpError::Unavailable)?;
@@ -136,10 +126,10 @@ pub async fn dump(
         }
         let v: Value = resp.json().await.map_err(|_| DumpError::Unavailable)?;
         for m in v["messages"].as_array().into_iter().flatten() {
-            let (Some(seq), Some(id)) = (m["seq"].as_u64(), m["clientMsgId"].as_str()) else {
+            if m["seq"].as_u64().is_none() || m["clientMsgId"].as_str().is_none() {
                 return Err(DumpError::Unavailable);
-            };
-            out.push((seq, id.to_string()));
+            }
+            out.push(crate::observed::from_internal(m));
         }
         if v["hasMore"].as_bool() != Some(true) {
             return Ok(out);
@@ -197,11 +187,11 @@ impl WsSender {
             match f["type"].as_str() {
                 Some("ack") if f["clientMsgId"] == msg_id => {
                     return match f["seq"].as_u64() {
-                        Some(seq) => (Outcome::Ok(json!({ "seq": seq })), true),
+                        Some(seq) => (Outcome::Ok(json!({ "seq": seq, "message_id": f["messageId"] })), true),
                         None => (Outcome::Info(format!("ack without seq: {f}")), true),
                     };
                 }
-                Some("error") if f["reference"] == msg_id => {
+                Some("error") if f["ref"] == msg_id => {
                     let code = f["code"].as_str().unwrap_or("");
                     let what = format!("{code}: {}", f["message"].as_str().unwrap_or(""));
                     return if DEFINITE.contains(&code) {

@@ -11,9 +11,12 @@
 //!   unknown), counts and the offending operations.
 //! - [`db`]: the nodes as processes, with their fault proxies ([`net::proxy`]).
 //! - [`client`]: one operation against the API and how its outcome is classified;
-//!   [`workload`]: workers, subscriptions and the final reads.
+//!   [`observed`]: the entry a read or a delivery records of a message; [`workload`]: workers,
+//!   subscriptions and the final reads.
 //! - [`nemesis`]: the faults and their schedule, with a coverage record; [`lazyfs`]: the FUSE
 //!   passthrough that loses unsynced writes.
+//! - [`snapshots`]: whether a run built and installed snapshots (from the nodes' metrics).
+//! - [`guards`]: when a run says too little to be valid (then it is unknown).
 //! - [`runner`]: one run end to end; [`report`] and [`plot`]: its results; [`suite`]: the
 //!   CI suite (every nemesis, every negative control); [`binary`]: which raftchat runs.
 
@@ -21,13 +24,16 @@ pub mod binary;
 pub mod checker;
 pub mod client;
 pub mod db;
+pub mod guards;
 pub mod history;
 pub mod lazyfs;
 pub mod nemesis;
 pub mod net;
+pub mod observed;
 pub mod plot;
 pub mod recorder;
 pub mod report;
 pub mod runner;
+pub mod snapshots;
 pub mod suite;
 pub mod workload;

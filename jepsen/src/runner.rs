@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use crate::checker::Verdict;
 use crate::db::Db;
 use crate::db::DbOpts;
-use crate::nemesis::Coverage;
 use crate::nemesis::Fault;
 use crate::nemesis::NemesisOpts;
 use crate::recorder::Recorder;
@@ -65,9 +64,6 @@ impl RunOutcome {
     }
 }
 
-/// Acknowledged sends below this make a run vacuous.
-const ACKED_MIN: usize = 20;
-
 pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let db = Arc::new(
@@ -104,6 +100,8 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
     for k in 0..o.subscribers {
         tasks.push(tokio::spawn(crate::workload::subscriber(k, db.clone(), setup.clone(), rec.clone(), until)));
     }
+    let snapshots = Arc::new(crate::snapshots::Watch::default());
+    let watch = tokio::spawn(snapshots.clone().run(db.clone(), until));
     let nemesis = tokio::spawn(crate::nemesis::run(
         db.clone(),
         rec.clone(),
@@ -114,6 +112,7 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
         let _ = t.await;
     }
     let coverage = nemesis.await.unwrap_or_default();
+    let _ = watch.await;
     let run_end = rec.now() as f64 / 1e9;
     crate::nemesis::heal_all(&db);
     rec.nemesis("heal", json!({}));
@@ -128,8 +127,11 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
         }
         reasons.push(format!("liveness: {stuck:?} not ready 60 s after healing ({e:#}); stacks in nodes/"));
     }
+    if !crate::workload::after_heal(&db, &setup, &rec, Duration::from_secs(30)).await {
+        reasons.push("liveness: a chat took no write within 30 s after healing".into());
+    }
     if !crate::workload::final_reads(&db, &setup, &rec, Duration::from_secs(30)).await {
-        reasons.push("liveness: a chat's linearizable final read never succeeded".into());
+        reasons.push("liveness: a final read (linearizable, or of a replica) never succeeded".into());
     }
     rec.flush()?;
     drop(rec);
@@ -137,7 +139,9 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
     let events = crate::history::parse(&text)?;
     let report = crate::checker::check(&events);
     let ops = crate::checker::pair(&events);
-    reasons.extend(coverage_problems(&o, &coverage, report.counts.acked));
+    reasons.extend(crate::guards::coverage_problems(&o, &coverage, report.counts.acked));
+    reasons.extend(crate::guards::snapshot_problems(&o, &coverage, snapshots.counts()));
+    reasons.extend(crate::guards::activity_problems(&o, &ops, &coverage));
     let verdict = match report.verdict {
         Verdict::Valid if !reasons.is_empty() => Verdict::Unknown,
         v => v,
@@ -163,29 +167,6 @@ pub async fn run(o: TestOpts) -> anyhow::Result<RunOutcome> {
         }
     }
     Ok(outcome)
-}
-
-fn coverage_problems(o: &TestOpts, c: &Coverage, acked: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    if acked < ACKED_MIN {
-        out.push(format!("coverage: only {acked} sends were acknowledged (at least {ACKED_MIN} needed)"));
-    }
-    for f in &o.faults {
-        if c.skipped.contains_key(f) {
-            continue;
-        }
-        if c.effective.get(f).copied().unwrap_or(0) == 0 {
-            out.push(format!(
-                "coverage: the {} nemesis never took effect ({} started)",
-                f.name(),
-                c.started.get(f).copied().unwrap_or(0)
-            ));
-        }
-    }
-    if !o.faults.is_empty() && o.faults.iter().all(|f| c.skipped.contains_key(f)) {
-        out.push("coverage: every nemesis asked for is unsupported here".into());
-    }
-    out
 }
 
 /// The default results directory: `target/jepsen/<label>-<unix time>` in the workspace.

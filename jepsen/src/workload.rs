@@ -276,10 +276,55 @@ pub async fn subscriber(k: usize, db: Arc<Db>, setup: Arc<Setup>, rec: Arc<Recor
                 f: "deliver",
                 chat: Some(chat),
                 node: Some(&crate::db::name(node)),
-                value: json!({ "sub": sub, "seq": frame["seq"], "msg_id": frame["clientMsgId"] }),
+                value: json!({ "sub": sub, "seq": frame["seq"], "msg_id": frame["clientMsgId"],
+                    "user": session.user, "entry": crate::observed::from_public(&frame) }),
             });
         }
     }
+}
+
+/// After the faults healed, before the final reads: one send to each chat, retried until it is
+/// acknowledged or `wait` passes; false when some chat took no write (the cluster did not
+/// recover). The sends are recorded like any other, so the checker holds them to the same rules.
+pub async fn after_heal(db: &Db, setup: &Setup, rec: &Recorder, wait: Duration) -> bool {
+    let Ok(client) = Client::new(setup.sessions[0].token.clone(), Duration::from_secs(3)) else { return false };
+    let mut all = true;
+    for (i, chat) in setup.chats.iter().enumerate() {
+        let c = chat.to_string();
+        let msg_id = format!("heal-{i}");
+        let deadline = Instant::now() + wait;
+        let mut done = false;
+        for attempt in 1u64.. {
+            if Instant::now() >= deadline {
+                break;
+            }
+            let node = 1 + attempt % db.opts.nodes;
+            let nname = crate::db::name(node);
+            let process = json!(format!("heal{i}.{attempt}"));
+            let ev = |kind: &'static str, value: Value| Ev {
+                process: process.clone(),
+                session: None,
+                kind,
+                f: "send",
+                chat: Some(&c),
+                node: Some(&nname),
+                value,
+            };
+            rec.record(ev("invoke", json!({ "msg_id": msg_id, "attempt": attempt, "via": "rest" })));
+            match client.send(&db.client_url(node), *chat, &msg_id).await {
+                Outcome::Ok(v) => {
+                    rec.record(ev("ok", v));
+                    done = true;
+                    break;
+                }
+                Outcome::Fail(e) => rec.record(ev("fail", json!({ "error": e }))),
+                Outcome::Info(e) => rec.record(ev("info", json!({ "error": e }))),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        all &= done;
+    }
+    all
 }
 
 /// After the faults healed: every chat's log read through the leader, then each replica's own
@@ -308,6 +353,7 @@ pub async fn final_reads(db: &Db, setup: &Setup, rec: &Recorder, wait: Duration)
         for id in db.ids() {
             let deadline = Instant::now() + wait;
             let mut last = None;
+            let mut hosted = true;
             loop {
                 match crate::client::dump(&db.http, &db.url(id), *chat, "replica").await {
                     Ok(log) if log.len() >= lin.len() => {
@@ -315,7 +361,10 @@ pub async fn final_reads(db: &Db, setup: &Setup, rec: &Recorder, wait: Duration)
                         break;
                     }
                     Ok(log) => last = Some(log),
-                    Err(crate::client::DumpError::NotHosted) => break,
+                    Err(crate::client::DumpError::NotHosted) => {
+                        hosted = false;
+                        break;
+                    }
                     Err(crate::client::DumpError::Unavailable) => {}
                 }
                 if Instant::now() >= deadline {
@@ -323,15 +372,21 @@ pub async fn final_reads(db: &Db, setup: &Setup, rec: &Recorder, wait: Duration)
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            if let Some(log) = last {
-                record_final(rec, &c, &crate::db::name(id), &log);
+            match last {
+                Some(log) => record_final(rec, &c, &crate::db::name(id), &log),
+                // A replica that never answered leaves its copy unchecked: the run is unknown.
+                None if hosted => {
+                    eprintln!("jepsen: the final read of {c} on {} never succeeded", crate::db::name(id));
+                    complete = false;
+                }
+                None => {}
             }
         }
     }
     complete
 }
 
-fn record_final(rec: &Recorder, chat: &str, node: &str, log: &[(u64, String)]) {
+fn record_final(rec: &Recorder, chat: &str, node: &str, log: &[Value]) {
     rec.record(Ev {
         process: json!("final"),
         session: None,

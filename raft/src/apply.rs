@@ -129,9 +129,13 @@ pub fn apply(w: &mut StateWriter, cmd: &ChatCommand) -> Result<(CommandOutcome, 
             let Some(h) = w.chat(chat)? else { return reject(Rejection::NoSuchChat) };
             let Some(mut m) = w.member(chat, user)? else { return reject(Rejection::NotMember) };
             let last = h.next_seq - 1;
-            // Watermarks only rise, never past the last message, and read implies delivered.
-            let read = (*read).min(last).max(m.read);
-            let delivered = (*delivered).min(last).max(m.delivered).max(read);
+            // Watermarks only rise, never past the last message, and a read receipt implies
+            // delivery up to what it names. Only what the receipt names: the read watermark also
+            // rises when the member sends (their own message is never unread), and a device
+            // resumes from `delivered`, which must not pass messages it never received.
+            let read_named = (*read).min(last);
+            let read = read_named.max(m.read);
+            let delivered = (*delivered).min(last).max(m.delivered).max(read_named);
             let changed = read != m.read || delivered != m.delivered;
             m.read = read;
             m.delivered = delivered;

@@ -5,6 +5,7 @@
 //! without a final read of a chat that had acknowledged sends is `unknown`, never `valid`.
 
 mod ops;
+mod subscriptions;
 #[cfg(test)]
 mod tests;
 
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::collections::HashSet;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::history::Event;
 pub use ops::pair;
@@ -240,6 +242,24 @@ fn check_chat(chat: &str, ops: &[&Op], out: &mut Vec<Anomaly>, counts: &mut Coun
                 }
             }
         }
+        // 3 (observed): a message any read or subscription saw was committed: it must stay.
+        let mut observed: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &reads {
+            for (_, m) in &r.entries {
+                observed.entry(m.as_str()).or_insert(r.index);
+            }
+        }
+        for d in &delivers {
+            if let Some(m) = d.value["msg_id"].as_str() {
+                observed.entry(m).or_insert(d.index);
+            }
+        }
+        for (m, at) in observed {
+            if !final_pos.contains_key(m) && !acked.contains_key(m) {
+                counts.lost += 1;
+                anomaly(out, "lost", chat, format!("{m}, observed by a client, is missing"), vec![at]);
+            }
+        }
         for (m, a) in &attempts {
             if !acked.contains_key(m) && a.iter().any(|o| o.outcome == Outcome::Info) {
                 if final_pos.contains_key(m) {
@@ -250,11 +270,69 @@ fn check_chat(chat: &str, ops: &[&Op], out: &mut Vec<Anomaly>, counts: &mut Coun
             }
         }
         realtime(chat, &sends, &final_pos, out);
-        subscriptions(chat, &delivers, &final_pos, out);
+        // Who sent the message at each seq (entries that record it).
+        let sender_at: HashMap<u64, &str> = fl.value["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e.get(0)?.as_u64()?, e.get(3)?.as_str()?)))
+            .collect();
+        subscriptions::check(chat, &delivers, &final_pos, &sender_at, out);
     } else if !acked.is_empty() {
         unchecked.push(chat.to_string());
     }
-    reads_in_time(chat, &sends, &reads, &attempts, out);
+    // The linearizable final read is a linearizable read like the others (9, 10).
+    let lin_finals = finals.iter().copied().filter(|f| f.node.as_deref().is_none_or(|n| n == "lin"));
+    let timed: Vec<&Op> = reads.iter().copied().chain(lin_finals).collect();
+    reads_in_time(chat, &sends, &timed, &attempts, out);
+    identities(chat, ops, out);
+}
+
+/// 12: one message, one identity: every observation of a clientMsgId (acks, reads, final reads,
+/// deliveries) names the same message id, sender and timestamp, and the body is the one sent.
+fn identities(chat: &str, ops: &[&Op], out: &mut Vec<Anomaly>) {
+    // Per clientMsgId: [message id, sender, timestamp] as first seen, each with where from.
+    let mut first: HashMap<String, [(Value, u64); 3]> = HashMap::new();
+    let mut note = |m: &str, id: [Value; 3], at: u64, out: &mut Vec<Anomaly>| {
+        let seen = first.entry(m.to_string()).or_default();
+        for (i, v) in id.into_iter().enumerate() {
+            // A field an observation lacks (an ack names no sender) is not compared.
+            if v.is_null() {
+                continue;
+            }
+            if seen[i].0.is_null() {
+                seen[i] = (v, at);
+            } else if seen[i].0 != v {
+                let what = ["message id", "sender", "timestamp"][i];
+                anomaly(out, "identity", chat, format!("{m}: {what} {} and {v}", seen[i].0), vec![seen[i].1, at]);
+            }
+        }
+    };
+    for o in ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+        let mut entries: Vec<&Value> = Vec::new();
+        match o.f.as_str() {
+            "send" => {
+                if let Some(m) = o.msg_id() {
+                    note(m, [o.value["message_id"].clone(), Value::Null, Value::Null], o.index, out);
+                }
+            }
+            "read" | "final-read" => entries.extend(o.value["entries"].as_array().into_iter().flatten()),
+            "deliver" => entries.extend(o.value.get("entry")),
+            _ => {}
+        }
+        for e in entries {
+            // `[seq, clientMsgId, messageId, sender, timestamp ms, body]`; older histories
+            // record `[seq, clientMsgId]` only.
+            let (Some(m), Some(arr)) = (e[1].as_str(), e.as_array()) else { continue };
+            if arr.len() < 6 {
+                continue;
+            }
+            if e[5].as_str() != Some(format!("body of {m}").as_str()) {
+                anomaly(out, "corrupt-body", chat, format!("{m} has body {}", e[5]), vec![o.index]);
+            }
+            note(m, [e[2].clone(), e[3].clone(), e[4].clone()], o.index, out);
+        }
+    }
 }
 
 /// 8: a send acknowledged before another is invoked sits before it.
@@ -368,48 +446,5 @@ fn reads_in_time(chat: &str, sends: &[&Op], reads: &[&Op], attempts: &HashMap<&s
                 }
             }
         }
-    }
-}
-
-/// 11: deliveries per subscription are +1 in seq and agree with the final log.
-fn subscriptions(chat: &str, delivers: &[&Op], final_pos: &HashMap<&str, u64>, out: &mut Vec<Anomaly>) {
-    let mut last: HashMap<String, (u64, u64)> = HashMap::new();
-    let mut ordered: Vec<&&Op> = delivers.iter().collect();
-    ordered.sort_by_key(|o| (o.complete_time.unwrap_or(o.invoke_time), o.index));
-    for d in ordered {
-        let sub = d.value["sub"].as_str().unwrap_or("").to_string();
-        let Some(seq) = d.value["seq"].as_u64() else { continue };
-        if let Some(m) = d.value["msg_id"].as_str() {
-            if final_pos.get(m).is_some_and(|p| *p != seq) {
-                anomaly(
-                    out,
-                    "subscription-order",
-                    chat,
-                    format!("sub {sub} got {m} at {seq}, final has it elsewhere"),
-                    vec![d.index],
-                );
-            }
-        }
-        if let Some((prev, prev_index)) = last.get(&sub) {
-            if seq != prev + 1 && seq > *prev {
-                anomaly(
-                    out,
-                    "subscription-order",
-                    chat,
-                    format!("sub {sub}: seq {prev} then {seq}"),
-                    vec![*prev_index, d.index],
-                );
-            }
-            if seq <= *prev {
-                anomaly(
-                    out,
-                    "subscription-order",
-                    chat,
-                    format!("sub {sub}: seq {prev} then {seq} (back)"),
-                    vec![*prev_index, d.index],
-                );
-            }
-        }
-        last.insert(sub, (seq, d.index));
     }
 }

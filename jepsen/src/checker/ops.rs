@@ -64,8 +64,10 @@ impl Op {
         (self.outcome == Outcome::Ok).then(|| self.value["seq"].as_u64()).flatten()
     }
 
+    /// The head a read saw: its last entry, else (nothing from `from` on) `from - 1`. Never the
+    /// head the server claimed: a read is held to what it returned.
     pub fn head(&self) -> u64 {
-        self.value["head"].as_u64().unwrap_or_else(|| self.entries.last().map_or(0, |(s, _)| *s))
+        self.entries.last().map_or(self.read_from().saturating_sub(1), |(s, _)| *s)
     }
 
     pub fn read_from(&self) -> u64 {

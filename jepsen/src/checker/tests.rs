@@ -54,6 +54,13 @@ impl H {
     fn deliver(&mut self, sub: &str, seq: u64, msg: &str) -> &mut Self {
         self.ev(500, Kind::Ok, "deliver", "c", None, json!({ "sub": sub, "seq": seq, "msg_id": msg }))
     }
+    /// A read whose entries carry the whole message: `(seq, msg_id, message_id, sender, body)`.
+    fn read_full(&mut self, p: u64, entries: &[(u64, &str, &str, &str, &str)]) -> &mut Self {
+        let e: Vec<Value> = entries.iter().map(|(s, m, id, from, body)| json!([s, m, id, from, 1000, body])).collect();
+        let head = entries.last().map_or(0, |e| e.0);
+        self.ev(p, Kind::Invoke, "read", "c", Some("r"), json!({ "from": 1, "mode": "linearizable" }));
+        self.ev(p, Kind::Ok, "read", "c", Some("r"), json!({ "head": head, "entries": e }))
+    }
     fn kinds(&self) -> Vec<&'static str> {
         let r = check(&self.events);
         let mut k: Vec<&'static str> = r.anomalies.iter().map(|a| a.kind).collect();
@@ -72,6 +79,53 @@ fn a_correct_history_is_valid_and_counts_add_up() {
     let r = check(&h.events);
     assert_eq!(r.verdict, Verdict::Valid, "{:?}", r.anomalies);
     assert_eq!(r.counts, Counts { attempted: 5, acked: 2, recovered: 1, lost: 0, unknown: 1 });
+}
+
+#[test]
+fn consistent_identities_and_server_claims_pass() {
+    let mut h = H::default();
+    h.send(1, "a", 1).read_full(2, &[(1, "a", "id-1", "u1", "body of a")]);
+    h.read_full(3, &[(1, "a", "id-1", "u1", "body of a")]).final_read(&[(1, "a")]);
+    // The ack names the same message id; a claimed head beyond the entries is not believed.
+    h.events[1].value = json!({ "seq": 1, "message_id": "id-1" });
+    h.events[3].value["head"] = json!(7);
+    let r = check(&h.events);
+    assert_eq!(r.verdict, Verdict::Valid, "{:?}", r.anomalies);
+    h.events[1].value = json!({ "seq": 1, "message_id": "id-9" });
+    assert!(check(&h.events).anomalies.iter().any(|a| a.kind == "identity"));
+}
+
+#[test]
+fn a_reconnect_may_resume_lower_but_not_higher() {
+    let mut h = H::default();
+    h.send(1, "a", 1).send(1, "b", 2).send(1, "c", 3);
+    // d1.1 repeats b (its watermark lagged); d2 never reconnected; d1.2 resumes right after.
+    h.deliver("d1.0", 1, "a").deliver("d1.0", 2, "b").deliver("d1.1", 2, "b").deliver("d2.0", 1, "a");
+    h.deliver("d1.2", 3, "c").final_read(&[(1, "a"), (2, "b"), (3, "c")]);
+    let r = check(&h.events);
+    assert_eq!(r.verdict, Verdict::Valid, "{:?}", r.anomalies);
+}
+
+#[test]
+fn a_reconnect_may_skip_only_the_subscribers_own_messages() {
+    let build = |own_sender: &str| {
+        let mut h = H::default();
+        h.send(1, "a", 1).send(1, "b", 2).send(1, "c", 3);
+        h.deliver("d1.0", 1, "a").deliver("d1.1", 3, "c").final_read(&[]);
+        for e in h.events.iter_mut().filter(|e| e.f == "deliver") {
+            e.value["user"] = json!("u1");
+        }
+        let last = h.events.len() - 1;
+        h.events[last].value = json!({ "entries": [
+            [1, "a", "i1", "u2", 1, "body of a"],
+            [2, "b", "i2", own_sender, 2, "body of b"],
+            [3, "c", "i3", "u2", 3, "body of c"],
+        ] });
+        check(&h.events)
+    };
+    // Seq 2 is u1's own message: its watermark passed it (read implies delivered).
+    assert_eq!(build("u1").verdict, Verdict::Valid, "{:?}", build("u1").anomalies);
+    assert!(build("u3").anomalies.iter().any(|a| a.kind == "subscription-gap"));
 }
 
 #[test]
@@ -171,6 +225,51 @@ fn each_anomaly_is_named() {
             let mut h = H::default();
             h.send(1, "a", 1).send(1, "b", 2).send(1, "c", 3).deliver("d", 1, "a").deliver("d", 3, "c");
             h.final_read(&[(1, "a"), (2, "b"), (3, "c")]);
+            h
+        }),
+        ("subscription-gap", {
+            // The next connection of subscriber d1 starts past where the previous one stopped.
+            let mut h = H::default();
+            h.send(1, "a", 1).send(1, "b", 2).send(1, "c", 3).send(1, "d", 4);
+            h.deliver("d1.0", 1, "a").deliver("d1.0", 2, "b").deliver("d1.1", 4, "d");
+            h.final_read(&[(1, "a"), (2, "b"), (3, "c"), (4, "d")]);
+            h
+        }),
+        ("lost", {
+            // Never acknowledged, but a read saw it: it was committed and must stay.
+            let mut h = H::default();
+            h.send(1, "a", 1).send_outcome(2, "b", Kind::Info).read(3, "local", "x", &[(1, "a"), (2, "b")]);
+            h.final_read(&[(1, "a")]);
+            h
+        }),
+        ("lost", {
+            // Only a subscription saw it.
+            let mut h = H::default();
+            h.send(1, "a", 1).send_outcome(2, "b", Kind::Info).deliver("d", 2, "b").final_read(&[(1, "a")]);
+            h
+        }),
+        ("stale-read", {
+            // The linearizable final read is held to the acks before it, like any read: here its
+            // log ends early although every message in it is where it was acknowledged.
+            let mut h = H::default();
+            h.send(1, "a", 1).send(1, "b", 2).final_read(&[(1, "a")]);
+            h
+        }),
+        ("identity", {
+            let mut h = H::default();
+            h.send(1, "a", 1).read_full(2, &[(1, "a", "id-1", "u1", "body of a")]);
+            h.read_full(3, &[(1, "a", "id-2", "u1", "body of a")]).final_read(&[(1, "a")]);
+            h
+        }),
+        ("identity", {
+            let mut h = H::default();
+            h.send(1, "a", 1).read_full(2, &[(1, "a", "id-1", "u1", "body of a")]);
+            h.read_full(3, &[(1, "a", "id-1", "u2", "body of a")]).final_read(&[(1, "a")]);
+            h
+        }),
+        ("corrupt-body", {
+            let mut h = H::default();
+            h.send(1, "a", 1).read_full(2, &[(1, "a", "id-1", "u1", "body of b")]).final_read(&[(1, "a")]);
             h
         }),
     ];

@@ -122,6 +122,20 @@ fn receipts_only_rise_and_stay_below_the_head() {
 }
 
 #[test]
+fn sending_does_not_move_delivery_past_unreceived_messages() {
+    let (_d, g) = group();
+    let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    // b received up to 1, then a wrote 2 and 3, then b sent 4 (from another device, say).
+    run(&g, &[create(chat, ChatKind::Direct, a, vec![b]), append(chat, a, "1"), append(chat, a, "2")]);
+    run(&g, &[append(chat, a, "3"), append(chat, b, "4")]);
+    let out = run(&g, &[ChatCommand::Receipt { chat, user: b, delivered: 1, read: 0 }]);
+    // b's read is 4 (its own send), but its devices resume after 1: 2 and 3 never reached them.
+    assert_eq!(out[0], CommandOutcome::Receipt { chat, user: b, delivered: 1, read: 4 });
+    let out = run(&g, &[ChatCommand::Receipt { chat, user: b, delivered: 0, read: 3 }]);
+    assert_eq!(out[0], CommandOutcome::Receipt { chat, user: b, delivered: 3, read: 4 });
+}
+
+#[test]
 fn same_commands_same_state() {
     let cmds = {
         let (chat, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
