@@ -17,6 +17,7 @@
 //!   passthrough that loses unsynced writes.
 //! - [`snapshots`]: whether a run built and installed snapshots (from the nodes' metrics).
 //! - [`guards`]: when a run says too little to be valid (then it is unknown).
+//! - [`soak`]: random schedules run after run, keeping the failures with their seeds.
 //! - [`runner`]: one run end to end; [`report`] and [`plot`]: its results; [`suite`]: the
 //!   CI suite (every nemesis, every negative control); [`binary`]: which raftchat runs.
 
@@ -35,5 +36,6 @@ pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod snapshots;
+pub mod soak;
 pub mod suite;
 pub mod workload;

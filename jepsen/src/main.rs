@@ -32,6 +32,20 @@ enum Cli {
         #[arg(long)]
         allow_skips: bool,
     },
+    /// Random schedules (faults, nodes, rate, TLS) run after run for `--hours`, keeping only the
+    /// runs that were not valid, each under the seed that picked its schedule.
+    Soak {
+        #[command(flatten)]
+        args: TestArgs,
+        #[arg(long, default_value_t = 1.0)]
+        hours: f64,
+        /// The first seed (each run takes the next); default: the time.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run the schedule of this seed once instead.
+        #[arg(long)]
+        replay: Option<u64>,
+    },
     /// Check a JSON-lines history and print the report as JSON.
     Check { history: PathBuf },
 }
@@ -73,10 +87,10 @@ struct TestArgs {
     hold: f64,
     /// Entries per group between snapshots: small, so that every run builds snapshots and a
     /// replica that fell behind catches up by one (runs at or below 1,000 must, or are unknown).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 50)]
     snapshot_every: u64,
     /// Log entries kept behind a snapshot: fewer than a paused or killed node misses.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 10)]
     logs_kept: u64,
     #[arg(long, default_value_t = 16)]
     data_groups: u32,
@@ -185,6 +199,27 @@ async fn suite(
     Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }
 
+async fn soak(a: TestArgs, hours: f64, seed: Option<u64>, replay: Option<u64>) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(hours > 0.0, "--hours must be positive");
+    let base = opts(&a, "soak")?;
+    if let Some(s) = replay {
+        let o = TestOpts { out: base.out.join(format!("seed-{s}")), ..jepsen::soak::schedule(&base, s) };
+        let r = jepsen::runner::run(o).await?;
+        print!("{}", std::fs::read_to_string(r.dir.join("summary.txt")).unwrap_or_default());
+        return Ok(ExitCode::from(r.exit_code()));
+    }
+    let first = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    });
+    let s = jepsen::soak::run(&base, Duration::from_secs_f64(hours * 3600.0), first, &base.out).await?;
+    println!("soak: {} runs, {} valid, {} kept, {} s; seeds from {first}", s.runs, s.valid, s.kept.len(), s.seconds);
+    for k in &s.kept {
+        println!("  seed {}: {:?} {:?} {:?} {}", k.seed, k.verdict, k.anomalies, k.reasons, k.dir);
+    }
+    println!("results: {}", base.out.display());
+    Ok(ExitCode::from(if s.kept.is_empty() { 0 } else { 1 }))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -200,6 +235,7 @@ fn main() -> ExitCode {
             Cli::Suite { args, only, control_time_limit, allow_skips } => {
                 suite(args, only, Duration::from_secs(control_time_limit), allow_skips).await
             }
+            Cli::Soak { args, hours, seed, replay } => soak(args, hours, seed, replay).await,
             Cli::Check { history } => check(&history),
         }
     });
