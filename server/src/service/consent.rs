@@ -31,6 +31,7 @@ use raftchat_raft::command::CommandOutcome;
 use raftchat_raft::router::Consistency;
 use raftchat_raft::rpc::ReadQuery;
 use raftchat_raft::rpc::ReadResult;
+use raftchat_raft::types::GroupId;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -80,14 +81,16 @@ pub struct InviteView {
 impl ChatService {
     /// The second of each pair under `<prefix><user>` in `user`'s home group.
     async fn pairs(&self, prefix: &[u8], user: Uuid, limit: usize) -> Result<Vec<Uuid>, ApiError> {
-        let prefix = [prefix, user.as_bytes().as_slice()].concat();
-        let query = ReadQuery::KeyPrefix { prefix: prefix.clone(), limit: limit as u32 };
-        match self.read(self.group(&user)?, query, Consistency::Linearizable).await? {
-            ReadResult::Keys(keys) => Ok(keys
-                .iter()
-                .filter_map(|(k, _)| k.get(prefix.len()..)?.try_into().ok())
-                .map(Uuid::from_bytes)
-                .collect()),
+        self.ids_under(self.group(&user)?, [prefix, user.as_bytes().as_slice()].concat(), limit).await
+    }
+
+    /// The ids that follow `prefix` in the keys under it in `group` (linearizable), at most `limit`.
+    async fn ids_under(&self, group: GroupId, prefix: Vec<u8>, limit: usize) -> Result<Vec<Uuid>, ApiError> {
+        let at = prefix.len();
+        match self.read(group, ReadQuery::KeyPrefix { prefix, limit: limit as u32 }, Consistency::Linearizable).await? {
+            ReadResult::Keys(keys) => {
+                Ok(keys.iter().filter_map(|(k, _)| k.get(at..)?.try_into().ok()).map(Uuid::from_bytes).collect())
+            }
             other => Err(super::unexpected(other)),
         }
     }
@@ -235,16 +238,7 @@ impl ChatService {
 
     /// Users with a pending invite to `chat`, at most `limit`.
     pub async fn invited(&self, chat: Uuid, limit: usize) -> Result<Vec<Uuid>, ApiError> {
-        let prefix = [b"ci/".as_slice(), chat.as_bytes()].concat();
-        let query = ReadQuery::KeyPrefix { prefix: prefix.clone(), limit: limit as u32 };
-        match self.read(self.group(&chat)?, query, Consistency::Linearizable).await? {
-            ReadResult::Keys(keys) => Ok(keys
-                .iter()
-                .filter_map(|(k, _)| k.get(prefix.len()..)?.try_into().ok())
-                .map(Uuid::from_bytes)
-                .collect()),
-            other => Err(super::unexpected(other)),
-        }
+        self.ids_under(self.group(&chat)?, [b"ci/".as_slice(), chat.as_bytes()].concat(), limit).await
     }
 
     /// `me`'s pending invites.
